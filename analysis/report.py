@@ -1,0 +1,289 @@
+"""The scaling report: tables, warnings and plots from a results folder.
+
+Every figure is recomputed here from the raw per-step samples (runs.run_metrics), not copied from
+summaries, so what the report shows is what the samples say.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import plots, schema
+from .files import read_json, write_json_atomic, write_text_atomic
+from .runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
+from .scaling import STRONG, WEAK, scaling_points
+from .stats import summarize, t_confidence_interval
+
+MIN_MEASURED_STEPS = 10
+
+
+class NoRunsError(ValueError):
+    pass
+
+
+@dataclass
+class SizeRow:
+    world_size: int
+    nodes: int
+    nproc: int
+    runs_ok: int
+    runs_failed: int
+    global_batch: float
+    throughput: float  # global samples/s, mean over ok runs
+    ci_low: float
+    ci_high: float
+    ci_basis: str
+    per_device: float
+    time_per_step_s: float  # measured window / steps (mean over ok runs)
+    step_mean_s: float
+    step_p50_s: float
+    step_p95_s: float
+    step_p99_s: float
+    breakdown_s: dict[str, float]
+    slowest_rank: int
+    outlier_steps: int
+    threads_per_rank: int | None = None
+    oversubscribed: bool = False
+    speedup: float | None = None
+    efficiency: float | None = None
+    karp_flatt: float | None = None
+
+
+@dataclass
+class Report:
+    source: Path
+    out_dir: Path
+    mode: str
+    mode_basis: str
+    sample_unit: str
+    rows: list[SizeRow]
+    failed: list[dict]
+    per_rank: dict[int, dict[str, dict]]  # world size -> rank -> percentiles (first ok run)
+    warnings: list[str]
+    environment: dict
+    rank_step_times: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # for the per-rank plot
+    plots: dict[str, Path] = field(default_factory=dict)
+    markdown: Path | None = None
+
+
+def find_runs(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    index = folder / schema.SWEEP_INDEX
+    if index.exists():
+        return [folder / r["path"] for r in read_json(index)["runs"] if (folder / r["path"] / schema.CONFIG).exists()]
+    if (folder / schema.CONFIG).exists():
+        return [folder]
+    return sorted(p.parent for p in folder.rglob(schema.CONFIG) if not any(part.startswith(".") for part in p.parts))
+
+
+def infer_mode(folder: Path, runs: list[Run]) -> tuple[str, str]:
+    index = folder / schema.SWEEP_INDEX
+    if index.exists():
+        return read_json(index)["scaling"], "declared by the sweep"
+    globals_ = {r.summary.get("global_batch") for r in runs}
+    per_rank = {r.config.get("batch_size") for r in runs}
+    if len(per_rank) == 1:
+        return WEAK, "inferred: same per-rank batch in every run"
+    if len(globals_) == 1:
+        return STRONG, "inferred: same global batch in every run"
+    return WEAK, "inferred (mixed batches: treat with care)"
+
+
+def build(folder: Path, out_dir: Path | None = None) -> Report:
+    folder = Path(folder)
+    paths = find_runs(folder)
+    if not paths:
+        raise NoRunsError(f"no runs found under {folder} (a run folder has a {schema.CONFIG})")
+    runs = [load_run(p) for p in paths]
+    mode, basis = infer_mode(folder, runs)
+    failed = [{"run": r.path.name, "world_size": r.world_size, "reason": r.summary.get("reason")}
+              for r in runs if not r.ok]
+
+    groups: dict[tuple[int, int], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((int(r.config["nodes"]), int(r.config["nproc"])), []).append(r)
+
+    rows, per_rank, rank_step_times, units = [], {}, {}, set()
+    for (nodes, nproc), members in sorted(groups.items(), key=lambda kv: kv[0][0] * kv[0][1]):
+        ok = [r for r in members if r.ok]
+        if not ok:
+            continue
+        metrics, step_times = [], []
+        for r in ok:
+            samples = load_rank_samples(r.path)
+            metrics.append(run_metrics(samples))
+            step_times.append(global_step_times(samples))
+            units.add(r.summary.get("sample_unit", "samples"))
+        first = load_rank_samples(ok[0].path)
+        world = nodes * nproc
+        per_rank[world] = metrics[0]["per_rank_step_time_s"]
+        rank_step_times[f"world {world}"] = {rk: measured(c)["step_s"] for rk, c in first.items()}
+        xs = [m["throughput"]["global_samples_per_s"] for m in metrics]
+        if len(xs) >= 2:
+            lo, hi = t_confidence_interval(xs)
+            ci_basis = f"Student-t 95% over {len(xs)} runs"
+        else:
+            lo, hi = metrics[0]["throughput"]["ci_low"], metrics[0]["throughput"]["ci_high"]
+            ci_basis = "Student-t 95% over steps of 1 run"
+        pooled = summarize(np.concatenate(step_times))
+        breakdown = {k: float(np.mean([m["breakdown_s"][k] for m in metrics])) for k in metrics[0]["breakdown_s"]}
+        launch = ok[0].summary.get("launch", {})
+        rows.append(SizeRow(
+            world_size=world, nodes=nodes, nproc=nproc, runs_ok=len(ok), runs_failed=len(members) - len(ok),
+            global_batch=float(np.mean([m["global_batch"] for m in metrics])), throughput=float(np.mean(xs)),
+            ci_low=lo, ci_high=hi, ci_basis=ci_basis, per_device=float(np.mean(xs)) / world,
+            time_per_step_s=float(np.mean([m["time_per_step_s"] for m in metrics])), step_mean_s=pooled.mean, step_p50_s=pooled.p50, step_p95_s=pooled.p95, step_p99_s=pooled.p99,
+            breakdown_s=breakdown, slowest_rank=metrics[0]["slowest_rank"], outlier_steps=len(pooled.outliers),
+            threads_per_rank=launch.get("threads_per_rank"), oversubscribed=bool(launch.get("oversubscribed")),
+        ))
+
+    for row, point in zip(rows, scaling_points(mode, [r.world_size for r in rows], [r.time_per_step_s for r in rows],
+                                               [r.throughput for r in rows])):
+        row.speedup, row.efficiency, row.karp_flatt = point.speedup, point.efficiency, point.karp_flatt
+
+    environment = _environment(runs)
+    report = Report(source=folder, out_dir=Path(out_dir) if out_dir else folder / "report", mode=mode,
+                    mode_basis=basis, sample_unit="/".join(sorted(units)) or "samples", rows=rows, failed=failed,
+                    per_rank=per_rank, warnings=_warnings(runs, rows, environment), environment=environment,
+                    rank_step_times=rank_step_times)
+    return report
+
+
+def _environment(runs: list[Run]) -> dict:
+    hosts, cpus, versions = set(), set(), {}
+    for r in runs:
+        p = r.provenance
+        hosts.update(p.get("hostnames", []))
+        if p.get("orchestrator_host"):
+            cpus.add(f"{p['orchestrator_host']['cpu_model']} ({p['orchestrator_host']['cores']} cores)")
+        versions = versions or p.get("versions", {})
+    git = next((r.provenance.get("git") for r in runs if r.provenance.get("git")), {})
+    return {"hosts": sorted(hosts), "cpus": sorted(cpus), "versions": versions, "git": git,
+            "backend": runs[0].config.get("backend"), "workload": runs[0].config.get("workload"),
+            "parallel": runs[0].config.get("parallel"), "data_kind": runs[0].config.get("data", {}).get("kind")}
+
+
+def _warnings(runs: list[Run], rows: list[SizeRow], env: dict) -> list[str]:
+    w = []
+    if len(env["hosts"]) <= 1:
+        w.append(f"All runs ran on one host ({', '.join(env['hosts']) or 'unknown'}): this is intra-node "
+                 "scaling, not multi-node scaling.")
+    if env["data_kind"] == "synthetic":
+        w.append("Synthetic data: throughput leaves out real data loading and says nothing about accuracy.")
+    for r in rows:
+        if r.oversubscribed:
+            w.append(f"World size {r.world_size} oversubscribes the CPU cores ({r.nproc} processes x "
+                     f"{r.threads_per_rank} threads): its efficiency includes CPU contention.")
+    if rows and min(r.world_size for r in rows) > 1:
+        w.append(f"No 1-process run: speedup and efficiency are relative to world size {rows[0].world_size}.")
+    if rows and max(r.runs_ok for r in rows) < 2:
+        w.append("One run per world size: CIs are over steps within a run, not across runs (use --repeats 3 or more).")
+    few = sorted({int(r.summary["metrics"]["measured_steps"]) for r in runs if r.ok
+                  and r.summary.get("metrics", {}).get("measured_steps", MIN_MEASURED_STEPS) < MIN_MEASURED_STEPS})
+    if few:
+        w.append(f"Few measured steps ({', '.join(map(str, few))}): percentiles and CIs are rough.")
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        w.append(f"{len(failed)} run(s) failed; see 'Failed runs'.")
+    return w
+
+
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def to_markdown(rep: Report) -> str:
+    u = rep.sample_unit
+    env = rep.environment
+    lines = [f"# trainscale scaling report: {env['workload']} / {env['parallel']}", "",
+             f"Source: `{rep.source}`  ",
+             f"Scaling: **{rep.mode}** ({rep.mode_basis}); "
+             + ("E(N) = T(1) / (N T(N)), fixed global batch." if rep.mode == STRONG
+                else "E(N) = X(N) / (N X(1)), fixed per-rank batch."), ""]
+    if rep.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in rep.warnings] + [""]
+    lines += ["## Throughput and efficiency", "",
+              f"| world | nodes x procs | runs ok | global batch | throughput ({u}/s) | 95% CI | per device | "
+              "speedup | efficiency | Karp-Flatt |",
+              "|---:|:---:|---:|---:|---:|:---|---:|---:|---:|---:|"]
+    for r in rep.rows:
+        lines.append(f"| {r.world_size} | {r.nodes} x {r.nproc} | {r.runs_ok}/{r.runs_ok + r.runs_failed} | "
+                     f"{r.global_batch:g} | {r.throughput:.2f} | [{_fmt(r.ci_low, '.2f')}, {_fmt(r.ci_high, '.2f')}] "
+                     f"| {r.per_device:.2f} | {_fmt(r.speedup, '.3f')} | {_fmt(r.efficiency, '.3f')} | "
+                     f"{_fmt(r.karp_flatt, '.3f')} |")
+    if rep.rows:
+        lines += ["", f"CI basis: {rep.rows[0].ci_basis}."]
+    lines += ["", "## Step time (global step = slowest rank)", "",
+              "| world | mean ms | p50 ms | p95 ms | p99 ms | data ms | compute ms | optimizer ms | outlier steps (MAD) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rep.rows:
+        b = r.breakdown_s
+        lines.append(f"| {r.world_size} | {r.step_mean_s * 1e3:.1f} | {r.step_p50_s * 1e3:.1f} | "
+                     f"{r.step_p95_s * 1e3:.1f} | {r.step_p99_s * 1e3:.1f} | {b.get('data_s', 0) * 1e3:.1f} | "
+                     f"{b.get('compute_s', 0) * 1e3:.1f} | {b.get('optimizer_s', 0) * 1e3:.1f} | {r.outlier_steps} |")
+    lines += ["", "## Step time per rank (measured steps)", "",
+              "| world | rank | mean ms | p50 ms | p95 ms | p99 ms | max ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for world, ranks in rep.per_rank.items():
+        slowest = next(r.slowest_rank for r in rep.rows if r.world_size == world)
+        for rank, s in sorted(ranks.items(), key=lambda kv: int(kv[0])):
+            mark = " (slowest)" if int(rank) == slowest and len(ranks) > 1 else ""
+            lines.append(f"| {world} | {rank}{mark} | {s['mean'] * 1e3:.1f} | {s['p50'] * 1e3:.1f} | "
+                         f"{s['p95'] * 1e3:.1f} | {s['p99'] * 1e3:.1f} | {s['max'] * 1e3:.1f} |")
+    if rep.failed:
+        lines += ["", "## Failed runs", "", "| run | world | reason |", "|---|---:|---|"]
+        lines += [f"| {f['run']} | {f['world_size']} | {f['reason']} |" for f in rep.failed]
+    if rep.plots:
+        lines += ["", "## Plots", ""] + [f"![{name}]({p.name})" for name, p in rep.plots.items()]
+    v = env.get("versions", {})
+    lines += ["", "## Environment", "",
+              f"- hosts: {', '.join(env['hosts']) or 'unknown'}; CPU: {', '.join(env['cpus']) or 'unknown'}",
+              f"- backend: {env['backend']}; data: {env['data_kind']}",
+              f"- trainscale {v.get('trainscale')} (commit {(env.get('git') or {}).get('commit')}), "
+              f"torch {v.get('torch')}, python {v.get('python')}", ""]
+    return "\n".join(lines)
+
+
+def write_report(folder: Path, out_dir: Path | None = None) -> Report:
+    rep = build(folder, out_dir)
+    out = rep.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    rows = rep.rows
+    if rows:
+        world = [r.world_size for r in rows]
+        rep.plots["efficiency"] = plots.efficiency_curve(world, [r.efficiency for r in rows], rep.mode,
+                                                         out / "efficiency.png")
+        rep.plots["throughput"] = plots.throughput_curve(world, [r.throughput for r in rows],
+                                                         [r.ci_low for r in rows], [r.ci_high for r in rows],
+                                                         rep.sample_unit, out / "throughput.png")
+        parts = {k: [r.breakdown_s.get(k, 0.0) for r in rows] for k in rows[0].breakdown_s}
+        rep.plots["breakdown"] = plots.step_breakdown(world, parts, out / "breakdown.png")
+        rep.plots["per_rank"] = plots.per_rank_step_times(rep.rank_step_times, out / "per_rank_step_times.png")
+    rep.markdown = out / "report.md"
+    write_text_atomic(rep.markdown, to_markdown(rep))
+    write_json_atomic(out / "report.json", {
+        "source": str(rep.source), "mode": rep.mode, "mode_basis": rep.mode_basis, "sample_unit": rep.sample_unit,
+        "rows": [asdict(r) for r in rows], "failed": rep.failed, "warnings": rep.warnings,
+    })
+    return rep
+
+
+def print_report(rep: Report, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{rep.environment['workload']} / {rep.environment['parallel']}: {rep.mode} scaling")
+    for col in ("world", "throughput", "95% CI", "speedup", "efficiency", "step p50 ms", "p99 ms"):
+        t.add_column(col, justify="right")
+    for r in rep.rows:
+        t.add_row(str(r.world_size), f"{r.throughput:.1f}", f"{_fmt(r.ci_low, '.1f')}-{_fmt(r.ci_high, '.1f')}",
+                  _fmt(r.speedup, ".2f"), _fmt(r.efficiency, ".2f"), f"{r.step_p50_s * 1e3:.1f}",
+                  f"{r.step_p99_s * 1e3:.1f}")
+    for f in rep.failed:
+        t.add_row(str(f["world_size"]), "[red]failed[/red]", "", "", "", "", "")
+    console.print(t)
+    for w in rep.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    for f in rep.failed:
+        console.print(f"[red]failed[/red] {f['run']} (world {f['world_size']}): {f['reason']}")

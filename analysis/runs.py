@@ -1,0 +1,150 @@
+"""Reading run folders and computing a run's metrics from its raw per-step per-rank samples.
+
+Every number in a summary is recomputable from the samples files with the functions here:
+- global step time of step k = max over ranks of that rank's step_s (a synchronous step ends
+  when its slowest rank does);
+- measured window of a rank = end of its last measured step - start of its first measured step,
+  on that rank's monotonic clock (never subtracted across ranks or nodes);
+- global throughput = samples of all ranks in the measured steps / the longest rank window;
+- time per step = that window / measured steps (what strong-scaling efficiency uses).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import schema
+from .files import read_json
+from .stats import summarize, t_confidence_interval
+
+
+def read_samples(path: Path) -> dict[str, np.ndarray]:
+    """One rank's samples as columns; 'phase' stays text, everything else is float."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {name: np.array([]) for name in schema.SAMPLE_COLUMNS}
+    cols: dict[str, np.ndarray] = {}
+    for name in rows[0].keys():
+        values = [r[name] for r in rows]
+        if name == "phase":
+            cols[name] = np.array(values)
+        else:
+            cols[name] = np.array([float(v) if v != "" else np.nan for v in values])
+    return cols
+
+
+def load_rank_samples(run_dir: Path) -> dict[int, dict[str, np.ndarray]]:
+    out = {}
+    for path in sorted((Path(run_dir) / schema.SAMPLES_DIR).glob("rank*.csv")):
+        out[int(path.stem[4:])] = read_samples(path)
+    return out
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    summary: dict
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.get("status") == schema.STATUS_OK
+
+    @property
+    def world_size(self) -> int:
+        return int(self.config["nproc"]) * int(self.config["nodes"])
+
+
+def load_run(run_dir: Path) -> Run:
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / schema.CONFIG)
+    summary_path = run_dir / schema.SUMMARY
+    if summary_path.exists():
+        summary = read_json(summary_path)
+    else:
+        summary = {"status": schema.STATUS_FAILED, "reason": "no summary.json: the run never finished"}
+    if summary.get("status") == schema.STATUS_STARTED:
+        summary = {**summary, "status": schema.STATUS_FAILED,
+                   "reason": "run did not finish (its orchestrating process died)"}
+    prov_path = run_dir / schema.PROVENANCE
+    provenance = read_json(prov_path) if prov_path.exists() else {}
+    return Run(path=run_dir, config=config, summary=summary, provenance=provenance)
+
+
+def measured(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    mask = cols["phase"] == schema.PHASE_MEASURED
+    return {k: v[mask] for k, v in cols.items()}
+
+
+def rank_window_s(cols: dict[str, np.ndarray]) -> float:
+    m = measured(cols)
+    if m["step"].size == 0:
+        return 0.0
+    return float(m["t_start"][-1] + m["step_s"][-1] - m["t_start"][0])
+
+
+def global_step_times(by_rank: dict[int, dict[str, np.ndarray]]) -> np.ndarray:
+    """Per measured step, the slowest rank's step time."""
+    return np.vstack([measured(by_rank[r])["step_s"] for r in sorted(by_rank)]).max(axis=0)
+
+
+def run_metrics(by_rank: dict[int, dict[str, np.ndarray]]) -> dict:
+    """The performance metrics of one run, from its samples alone."""
+    if not by_rank:
+        raise ValueError("run has no samples")
+    ranks = sorted(by_rank)
+    meas = {r: measured(by_rank[r]) for r in ranks}
+    n_steps = {r: meas[r]["step"].size for r in ranks}
+    if len(set(n_steps.values())) != 1 or n_steps[ranks[0]] == 0:
+        raise ValueError(f"ranks disagree on measured steps or have none: {n_steps}")
+    warmup = int(np.sum(by_rank[ranks[0]]["phase"] == schema.PHASE_WARMUP))
+
+    global_step_s = global_step_times(by_rank)
+    samples_per_step = np.vstack([meas[r]["samples"] for r in ranks]).sum(axis=0)
+    windows = {r: rank_window_s(by_rank[r]) for r in ranks}
+    window_rank = max(ranks, key=lambda r: windows[r])
+    window = windows[window_rank]
+    measured_steps = n_steps[ranks[0]]
+    total_samples = float(samples_per_step.sum())
+    throughput = total_samples / window
+    mean_global_batch = total_samples / measured_steps
+    # The CI belongs to the same estimate: the longest-window rank's steps tile its window, so
+    # X = global batch / mean step time of that rank, with the Student-t CI of that mean.
+    lo, hi = t_confidence_interval(meas[window_rank]["step_s"])
+    ci = (mean_global_batch / hi, mean_global_batch / lo)
+
+    breakdown_cols = [c for c in ("data_s", "compute_s", "optimizer_s") if c in meas[ranks[0]]]
+    breakdown = {c: float(np.mean([meas[r][c].mean() for r in ranks])) for c in breakdown_cols}
+
+    per_rank = {}
+    for r in ranks:
+        s = summarize(meas[r]["step_s"])
+        per_rank[str(r)] = {"mean": s.mean, "p50": s.p50, "p95": s.p95, "p99": s.p99,
+                            "max": s.max, "window_s": windows[r]}
+    slowest = max(ranks, key=lambda r: meas[r]["step_s"].mean())
+    world = len(ranks)
+    return {
+        "world_size": world,
+        "warmup_steps_discarded": warmup,
+        "measured_steps": int(n_steps[ranks[0]]),
+        "global_batch": mean_global_batch,
+        "window_s": window,
+        "time_per_step_s": window / measured_steps,
+        "throughput": {
+            "global_samples_per_s": throughput,
+            "per_device_samples_per_s": throughput / world,
+            "ci_low": ci[0],
+            "ci_high": ci[1],
+            "ci_method": "global batch / Student-t 95% CI of the mean step time of the longest-window rank",
+        },
+        "step_time_s": summarize(global_step_s).to_dict(),
+        "breakdown_s": breakdown,
+        "per_rank_step_time_s": per_rank,
+        "slowest_rank": int(slowest),
+    }

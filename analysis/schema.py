@@ -1,0 +1,59 @@
+"""The results folder: file names and record layouts shared by the writers and the analysis.
+
+A run folder holds:
+    config.json        the fully resolved run spec
+    provenance.json    where and with what the run was made (METHOD.md "Provenance")
+    events.log         MLPerf ``:::MLLOG {json}`` lines from rank 0
+    samples/rankNNNNN.csv   one row per step per rank (raw timings, never aggregated)
+    ranks/rankNNNNN.json    per-rank facts (host, pid, threads, device, init time)
+    logs/              launcher and worker output
+    summary.json       status and the metrics computed from the samples; written last
+
+A sweep folder holds ``sweep.json`` (the index) and ``runs/<run-id>/``.
+Analysis reads only these files, so a folder copied off a cluster can be reported anywhere.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+CONFIG = "config.json"
+PROVENANCE = "provenance.json"
+EVENTS = "events.log"
+SUMMARY = "summary.json"
+PROGRESS = "progress.json"
+FAILURES = "failures.json"
+SAMPLES_DIR = "samples"
+RANKS_DIR = "ranks"
+LOGS_DIR = "logs"
+SWEEP_INDEX = "sweep.json"
+SWEEP_RUNS_DIR = "runs"
+
+# Columns of a per-rank samples file. Times are seconds from a monotonic clock on that rank;
+# t_start is relative to the rank's run_start. Workloads or strategies may append columns.
+SAMPLE_COLUMNS = (
+    "step",
+    "phase",  # "warmup" or "measured"
+    "t_start",
+    "data_s",
+    "compute_s",
+    "optimizer_s",
+    "step_s",
+    "samples",
+    "loss",
+)
+PHASE_WARMUP = "warmup"
+PHASE_MEASURED = "measured"
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_STARTED = "started"  # a summary still saying this after the run ended means the orchestrator died
+
+
+def samples_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / SAMPLES_DIR / f"rank{rank:05d}.csv"
+
+
+def rank_info_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / RANKS_DIR / f"rank{rank:05d}.json"

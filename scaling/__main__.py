@@ -1,0 +1,6 @@
+"""python -m trainscale.scaling: the trainscale command."""
+import sys
+
+from trainscale.scaling.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""What the commands share: one-line errors with exit code 2, help formatting, and the run-spec flags."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input found after parsing; printed as one line, exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports bad input in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def add_subcommand(sub, name: str, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter,
+                          epilog=f"example:\n  {example}")
+
+
+def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
+    """The run-spec flags; defaults are None so that a config file's values are not overridden."""
+    p.add_argument("--workload", help="workload name (resnet50, ...)")
+    p.add_argument("--parallel", help="parallel strategy (ddp, ...)")
+    p.add_argument("--launcher", help="how processes start (local, ...)")
+    if lists:
+        p.add_argument("--nproc", default="1,2,4", help="processes per node, comma-separated list")
+        p.add_argument("--nodes", default="1", help="node counts, comma-separated list")
+    else:
+        p.add_argument("--nproc", type=int, help="processes per node")
+        p.add_argument("--nodes", type=int, help="number of nodes")
+    p.add_argument("--steps", type=int, help="total steps per run, warmup included")
+    p.add_argument("--warmup", type=int, help="steps excluded from the measured window")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size per data-parallel rank")
+    p.add_argument("--target-accuracy", dest="target_accuracy", type=float, help="quality target")
+    p.add_argument("--backend", choices=("gloo", "nccl"), help="torch.distributed backend")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--timeout", dest="timeout_s", type=float, help="seconds before a launch is killed and failed")
+    p.add_argument("--config", help="TOML run-spec file")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any spec value, e.g. --set model.width=0.25 (repeatable)")
+    p.add_argument("--out", help="folder under which results are written (default: results)")
+
+
+SPEC_FLAGS = ("workload", "parallel", "launcher", "nproc", "nodes", "steps", "warmup", "batch_size",
+              "target_accuracy", "backend", "seed", "timeout_s", "out")
+
+
+def spec_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in SPEC_FLAGS if k not in skip and getattr(args, k, None) is not None}

@@ -1,0 +1,52 @@
+"""Live status on the terminal while runs go on (rich), and one line per finished run."""
+from __future__ import annotations
+
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True, highlight=False)
+
+
+def outcome_line(label: str, summary: dict) -> str:
+    if summary.get("status") == "ok":
+        m = summary["metrics"]
+        unit = summary.get("sample_unit", "samples")
+        t = m["throughput"]
+        return (f"[green]ok[/green]     {label}: {t['global_samples_per_s']:.1f} {unit}/s "
+                f"(95% CI {t['ci_low']:.1f}-{t['ci_high']:.1f}), step p50 {m['step_time_s']['p50'] * 1e3:.1f} ms")
+    return f"[red]failed[/red] {label}: {summary.get('reason')}"
+
+
+class LiveProgress:
+    """A progress bar per run (steps of rank 0) under an optional overall bar for a sweep."""
+
+    def __init__(self, total_runs: int | None = None) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console)
+        self.total_runs = total_runs
+        self.overall = None
+
+    def __enter__(self) -> "LiveProgress":
+        self.progress.__enter__()
+        if self.total_runs:
+            self.overall = self.progress.add_task("sweep", total=self.total_runs, phase="runs")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start_run(self, label: str, steps: int) -> tuple[int, Callable[[dict], None]]:
+        task = self.progress.add_task(label, total=steps, phase="starting")
+
+        def on_progress(p: dict) -> None:
+            self.progress.update(task, completed=p.get("step", 0), phase=p.get("phase", ""))
+
+        return task, on_progress
+
+    def finish_run(self, task: int, label: str, summary: dict) -> None:
+        self.progress.remove_task(task)
+        self.progress.console.print(outcome_line(label, summary))
+        if self.overall is not None:
+            self.progress.advance(self.overall)

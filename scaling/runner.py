@@ -1,0 +1,113 @@
+"""One run, end to end: make its folder, record config and provenance, launch, summarise.
+
+The summary is written last and atomically. Before the launch it says "started"; a run whose
+ranks fail or time out is summarised as "failed" with the reason; analysis treats a summary still
+saying "started" as a run whose orchestrator died.
+"""
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainscale.analysis import schema
+from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.analysis.runs import load_rank_samples, run_metrics
+
+from . import provenance
+from .results import new_run_dir, timestamp
+from .spec import RunSpec
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    summary: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.summary["status"] == schema.STATUS_OK
+
+
+def default_run_name(spec: RunSpec) -> str:
+    return f"{timestamp()}-{spec.workload}-{spec.parallel}-{spec.nodes}x{spec.nproc}"
+
+
+def _launcher(name: str):
+    if name == "local":
+        from trainscale.launchers import local
+
+        return local.launch
+    raise ValueError(f"unknown launcher {name!r}")
+
+
+def rank_infos(run_dir: Path) -> list[dict]:
+    return [read_json(Path(p)) for p in sorted(glob.glob(str(run_dir / schema.RANKS_DIR / "rank*.json")))]
+
+
+def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s: float,
+              failures: list[dict], launch_facts: dict) -> dict:
+    summary: dict = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "status": schema.STATUS_OK if ok else schema.STATUS_FAILED,
+        "reason": reason,
+        "run_id": run_dir.name,
+        "workload": spec.workload,
+        "parallel": spec.parallel,
+        "launcher": spec.launcher,
+        "nodes": spec.nodes,
+        "nproc": spec.nproc,
+        "world_size": spec.world_size,
+        "batch_size_per_rank": spec.batch_size,
+        "global_batch": spec.global_batch,
+        "data_kind": spec.data.kind,
+        "wall_s": wall_s,
+        "launch": {k: v for k, v in launch_facts.items() if k != "command"},
+        "failures": failures,
+    }
+    if ok:
+        infos = rank_infos(run_dir)
+        try:
+            summary["metrics"] = run_metrics(load_rank_samples(run_dir))
+        except (ValueError, OSError) as e:
+            summary.update(status=schema.STATUS_FAILED, reason=f"samples unusable: {e}")
+            return summary
+        summary["init_s"] = max((i["init_s"] for i in infos), default=None)
+        summary["sample_unit"] = infos[0]["sample_unit"] if infos else "samples"
+    return summary
+
+
+def execute(spec: RunSpec, run_dir: Path | None = None,
+            on_progress: Callable[[dict], None] | None = None) -> RunOutcome:
+    """Run one validated spec. run_dir: where to put it (made if missing); default a new folder
+    under spec.out."""
+    if run_dir is None:
+        run_dir = new_run_dir(Path(spec.out), default_run_name(spec))
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    config = spec.to_dict()
+    write_json_atomic(run_dir / schema.CONFIG, config)
+    prov = provenance.collect(config)
+    write_json_atomic(run_dir / schema.PROVENANCE, prov)
+    write_json_atomic(run_dir / schema.SUMMARY, {"status": schema.STATUS_STARTED, "run_id": run_dir.name,
+                                                 "started_utc": prov["time_utc"]})
+    t0 = time.monotonic()
+    try:
+        result = _launcher(spec.launcher)(spec, run_dir, on_progress)
+        ok, reason, failures, facts = result.ok, result.reason, result.failures, result.facts
+    except KeyboardInterrupt:
+        ok, reason, failures, facts = False, "interrupted by the user (Ctrl-C)", [], {}
+        write_json_atomic(run_dir / schema.SUMMARY, summarise(spec, run_dir, ok, reason, time.monotonic() - t0,
+                                                             failures, facts))
+        raise
+    summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts)
+    prov["launch"] = facts
+    prov["ranks"] = [{k: i.get(k) for k in ("rank", "node_rank", "local_rank", "hostname", "addresses", "pid",
+                                              "threads", "device", "cpu_model", "cores", "memory_bytes")}
+                     for i in rank_infos(run_dir)]
+    prov["hostnames"] = sorted({r["hostname"] for r in prov["ranks"] if r.get("hostname")})
+    write_json_atomic(run_dir / schema.PROVENANCE, prov)
+    write_json_atomic(run_dir / schema.SUMMARY, summary)
+    return RunOutcome(run_dir, summary)

@@ -1,0 +1,262 @@
+"""The run spec: what one benchmark run is, resolved from defaults, a TOML config file, command-line
+flags and ``--set key=value`` overrides (in that order of precedence, lowest first), and validated
+before any process starts. Every problem is a SpecError whose message names the bad value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainscale.workloads import registry as workload_registry
+from trainscale.workloads.data import DATA_KINDS, DataConfig
+
+BACKENDS = ("gloo", "nccl")
+LAUNCHERS = ("local",)
+OPTIMIZERS = ("sgd", "adamw")
+
+
+class SpecError(ValueError):
+    """Bad user input; the message is shown as it is, on one line."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+@dataclass
+class FaultConfig:
+    """A fault the rank loop injects into itself (see trainscale.faults.inject)."""
+    kind: str = "none"
+    rank: int = 0
+    at_step: int = 0
+
+
+@dataclass
+class RunSpec:
+    workload: str = "resnet50"
+    parallel: str = "ddp"
+    launcher: str = "local"
+    nproc: int = 1  # processes per node
+    nodes: int = 1
+    backend: str = "gloo"
+    steps: int = 30  # total steps, warmup included
+    warmup: int = 5  # steps excluded from the measured window
+    batch_size: int = 32  # per data-parallel rank
+    seed: int = 0
+    target_accuracy: float | None = None
+    timeout_s: float = 1800.0  # the whole launch is killed and marked failed after this
+    threads_per_rank: int = 0  # 0: the node's cores divided by nproc (at least 1)
+    out: str = "results"
+    model: dict[str, Any] = field(default_factory=dict)  # the workload's own knobs
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nodes
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_config(self) -> Any:
+        """The workload's model config dataclass, built from the (already resolved) model table."""
+        return workload_registry.get(self.workload).config_cls(**self.model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a spec from layered dictionaries
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> nested dict of strings; values are typed later against the schema."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set expects key=value, got {item!r}")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {item!r}: {p!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"config file not found: {path}")
+    try:
+        with open(p, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"config file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"config file {path} is not UTF-8 text") from None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Turn a TOML value or a --set string into the declared type, or raise SpecError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise SpecError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise SpecError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise SpecError(f"{key} must be an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise SpecError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise SpecError(f"{key} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise SpecError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{key} must be a table of key = value, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, key)
+    raise SpecError(f"{key}: unsupported type {tp}")
+
+
+def build_dataclass(cls: type, values: Any, prefix: str = "") -> Any:
+    """An instance of cls from a dict, every value typed; unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise SpecError(f"{prefix or 'config'} must be a table, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in values:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise SpecError(f"unknown setting {where!r} (known: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name in values:
+            kwargs[name] = _coerce(values[name], hints[name], f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def resolve(
+    config_file: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> RunSpec:
+    """Defaults < workload's defaults < config file < flags < --set; then validate."""
+    raw: dict[str, Any] = {}
+    if config_file:
+        raw = load_config_file(config_file)
+    raw = deep_merge(raw, {k: v for k, v in (flags or {}).items() if v is not None})
+    raw = deep_merge(raw, parse_set(sets or []))
+    workload_name = str(raw.get("workload", RunSpec.workload))
+    if workload_name not in workload_registry.WORKLOADS:
+        raise SpecError(f"unknown workload {workload_name!r} (known: {', '.join(workload_registry.names())})")
+    workload = workload_registry.get(workload_name)
+    raw = deep_merge(workload.spec_defaults, raw)
+    spec = build_dataclass(RunSpec, raw)
+    # The model table is typed against the workload's own config and stored fully resolved.
+    model_cfg = build_dataclass(workload.config_cls, spec.model, "model")
+    spec.model = dataclasses.asdict(model_cfg)
+    validate(spec)
+    return spec
+
+
+def from_dict(d: dict[str, Any]) -> RunSpec:
+    """A spec from its own to_dict() (e.g. a run folder's config.json)."""
+    return build_dataclass(RunSpec, d)
+
+
+def validate(spec: RunSpec) -> None:
+    from trainscale.faults.inject import FAULT_KINDS
+    from trainscale.scaling.strategies import STRATEGIES
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise SpecError(msg)
+
+    need(spec.workload in workload_registry.WORKLOADS,
+         f"unknown workload {spec.workload!r} (known: {', '.join(workload_registry.names())})")
+    need(spec.parallel in STRATEGIES, f"unknown parallel strategy {spec.parallel!r} (known: {', '.join(STRATEGIES)})")
+    need(spec.launcher in LAUNCHERS, f"unknown launcher {spec.launcher!r} (known: {', '.join(LAUNCHERS)})")
+    need(spec.backend in BACKENDS, f"unknown backend {spec.backend!r} (known: {', '.join(BACKENDS)})")
+    need(spec.nproc >= 1, f"nproc must be at least 1, got {spec.nproc}")
+    need(spec.nodes >= 1, f"nodes must be at least 1, got {spec.nodes}")
+    need(spec.steps >= 1, f"steps must be at least 1, got {spec.steps}")
+    need(spec.warmup >= 0, f"warmup must be 0 or more, got {spec.warmup}")
+    need(spec.steps > spec.warmup,
+         f"steps ({spec.steps}) must be greater than warmup ({spec.warmup}): nothing would be measured")
+    need(spec.batch_size >= 1, f"batch_size must be at least 1, got {spec.batch_size}")
+    need(spec.timeout_s > 0, f"timeout_s must be positive, got {spec.timeout_s}")
+    need(spec.threads_per_rank >= 0, f"threads_per_rank must be 0 (auto) or more, got {spec.threads_per_rank}")
+    if spec.target_accuracy is not None:
+        need(0 < spec.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {spec.target_accuracy}")
+    need(spec.optim.name in OPTIMIZERS, f"unknown optimizer {spec.optim.name!r} (known: {', '.join(OPTIMIZERS)})")
+    need(spec.optim.lr > 0, f"optim.lr must be positive, got {spec.optim.lr}")
+    need(spec.data.kind in DATA_KINDS, f"unknown data.kind {spec.data.kind!r} (known: {', '.join(DATA_KINDS)})")
+    need(spec.data.loader_workers >= 0, f"data.loader_workers must be 0 or more, got {spec.data.loader_workers}")
+    need(spec.data.synthetic_size >= 0, f"data.synthetic_size must be 0 (auto) or more, got {spec.data.synthetic_size}")
+    if spec.data.kind == "real":
+        need(bool(spec.data.path), "data.kind is 'real' but data.path is empty")
+        need(os.path.exists(spec.data.path), f"data.path does not exist: {spec.data.path}")
+    need(spec.fault.kind in FAULT_KINDS, f"unknown fault.kind {spec.fault.kind!r} (known: {', '.join(FAULT_KINDS)})")
+    if spec.fault.kind != "none":
+        need(0 <= spec.fault.rank < spec.world_size,
+             f"fault.rank must be a rank of the run (0..{spec.world_size - 1}), got {spec.fault.rank}")
+        need(0 <= spec.fault.at_step < spec.steps,
+             f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {spec.fault.at_step}")
+    if spec.backend == "nccl":
+        import torch
+
+        need(torch.cuda.is_available(), "backend 'nccl' needs CUDA GPUs and none is visible (use --backend gloo)")
+    try:
+        workload_registry.get(spec.workload).validate(spec.model_config())
+    except ValueError as e:
+        raise SpecError(str(e)) from None

@@ -1,0 +1,139 @@
+"""The per-rank benchmark loop. Started by a launcher (torchrun, Ray, Slurm) as
+``python -m trainscale.scaling.worker --run-dir DIR``; reads DIR/config.json.
+
+Timing rules (METHOD.md): monotonic clock on each rank; init (process start to the end of model and
+data set-up) is timed apart from training; warmup steps are recorded but excluded from the measured
+window; a barrier aligns the ranks where the measured window starts; every step's data, compute
+(forward + backward, gradient communication included) and optimizer time is kept per rank.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from trainscale.analysis import schema
+from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.faults.inject import maybe_inject
+from trainscale.workloads import registry as workload_registry
+from trainscale.workloads.data import sharded_loader
+
+from . import provenance
+from .distributed import DistContext, init_from_env, shutdown
+from .events import EventLog, mlc
+from .recorder import SampleRecorder
+from .spec import RunSpec, from_dict
+from .strategies import build as build_strategy
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process was created (interpreter start and imports), from /proc."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Progress:
+    """Rank 0 tells the launcher how far it is, at most every PROGRESS_INTERVAL_S."""
+
+    def __init__(self, run_dir: Path, enabled: bool, total: int) -> None:
+        self.path, self.enabled, self.total, self._last = run_dir / schema.PROGRESS, enabled, total, 0.0
+
+    def update(self, step: int, phase: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (force or now - self._last >= PROGRESS_INTERVAL_S):
+            write_json_atomic(self.path, {"step": step, "steps": self.total, "phase": phase})
+            self._last = now
+
+
+def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_main: float) -> dict:
+    torch.manual_seed(spec.seed)
+    workload = workload_registry.get(spec.workload)
+    built = workload.build(spec.model_config(), spec.data, spec.seed, min_train_samples=spec.steps * spec.global_batch)
+    strategy = build_strategy(spec.parallel)
+    strategy.setup(built.model, built.loss_fn, spec, ctx)
+    loader = sharded_loader(built.train_set, spec.batch_size, ctx.rank, ctx.world_size, spec.seed,
+                            workers=spec.data.loader_workers)
+    torch.distributed.barrier()
+    init_s = time.monotonic() - t_main
+    events.end(mlc.INIT_STOP)
+    events.event(mlc.GLOBAL_BATCH_SIZE, spec.global_batch)
+    events.event(mlc.SEED, spec.seed)
+    events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
+    events.event(mlc.MAX_STEPS, spec.steps)
+
+    recorder = SampleRecorder(run_dir, ctx.rank)
+    progress = Progress(run_dir, ctx.is_main, spec.steps)
+    clock = time.perf_counter
+    events.start(mlc.RUN_START)
+    run_start = clock()
+    stream = loader.batches()
+    for step in range(spec.steps):
+        if step == spec.warmup:
+            ctx.synchronize()
+            torch.distributed.barrier()  # all ranks enter the measured window together
+        phase = schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED
+        maybe_inject(spec.fault.kind, spec.fault.rank, spec.fault.at_step, ctx.rank, step)
+        t0 = clock()
+        _epoch, (inputs, targets) = next(stream)
+        inputs = inputs.to(ctx.device, non_blocking=True)
+        targets = targets.to(ctx.device, non_blocking=True)
+        ctx.synchronize()
+        t1 = clock()
+        loss = strategy.forward_backward(inputs, targets)
+        ctx.synchronize()
+        t2 = clock()
+        strategy.optimizer_step()
+        ctx.synchronize()
+        t3 = clock()
+        recorder.add(step=step, phase=phase, t_start=t0 - run_start, data_s=t1 - t0, compute_s=t2 - t1,
+                     optimizer_s=t3 - t2, step_s=t3 - t0, samples=len(targets) * built.samples_per_item,
+                     loss=loss)
+        progress.update(step + 1, phase)
+    run_s = clock() - run_start
+    recorder.close()
+    progress.update(spec.steps, "done", force=True)
+    events.end(mlc.RUN_STOP, metadata={"status": "success"})
+    return {"init_s": init_s, "run_s": run_s, "sample_unit": built.sample_unit}
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    t_main = time.monotonic()
+    startup_s = process_age_s()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    run_dir: Path = args.run_dir
+    spec = from_dict(read_json(run_dir / schema.CONFIG))
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    ctx = init_from_env(spec.backend, timeout_s=min(spec.timeout_s, 1800.0))
+    events = EventLog(run_dir / schema.EVENTS if ctx.is_main else None)
+    events.start(mlc.INIT_START)
+    try:
+        facts = train(spec, ctx, run_dir, events, t_main)
+        write_json_atomic(schema.rank_info_path(run_dir, ctx.rank), {
+            "rank": ctx.rank, "local_rank": ctx.local_rank, "node_rank": ctx.node_rank,
+            "world_size": ctx.world_size, "pid": os.getpid(), "threads": threads,
+            "device": str(ctx.device), "backend": ctx.backend,
+            "startup_s": startup_s,
+            **facts, **provenance.host_facts(),
+        })
+    finally:
+        events.close()
+    shutdown()
+
+
+if __name__ == "__main__":
+    main()

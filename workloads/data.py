@@ -1,0 +1,124 @@
+"""Data sets and the sharded loader.
+
+Synthetic data is a pure function of (seed, index): the same global batch at a step whatever the
+world size, so runs at different world sizes (and parity tests) see identical data. The real
+loader reads a class-per-folder image tree (ImageNet's layout). Sharding is torch's
+DistributedSampler; its epoch is set each epoch so the order changes and stays reproducible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+DATA_KINDS = ("synthetic", "real")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
+# ImageNet channel statistics, as every ResNet-50 recipe normalises.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synthetic"  # synthetic | real
+    path: str = ""  # real data: root folder (or file) of the data set
+    loader_workers: int = 0  # DataLoader worker processes per rank
+    synthetic_size: int = 0  # synthetic samples per epoch; 0 = enough for the whole run
+
+
+class SyntheticImages(Dataset):
+    def __init__(self, length: int, resolution: int, num_classes: int, seed: int) -> None:
+        self.length, self.resolution, self.num_classes, self.seed = length, resolution, num_classes, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        x = torch.randn(3, self.resolution, self.resolution, generator=g)
+        y = int(torch.randint(self.num_classes, (1,), generator=g))
+        return x, y
+
+
+def find_images(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, class index) for every image under root/<class>/; classes sorted by name."""
+    root = Path(root)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    items = []
+    for idx, name in enumerate(classes):
+        for p in sorted((root / name).rglob("*")):
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                items.append((p, idx))
+    return items, classes
+
+
+class ImageFolder(Dataset):
+    """Class-per-folder images, resized (shorter side) and centre-cropped to a square, normalised.
+    Training adds a horizontal flip decided by (seed, epoch, index), so it is reproducible."""
+
+    def __init__(self, root: str | Path, resolution: int, train: bool, seed: int = 0) -> None:
+        self.items, self.classes = find_images(Path(root))
+        if not self.items:
+            raise ValueError(f"no images found under {root} (expected {root}/<class>/<image>)")
+        self.resolution, self.train, self.seed, self.epoch = resolution, train, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        path, label = self.items[index]
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = self.resolution / min(w, h)
+            img = img.resize((max(self.resolution, round(w * scale)), max(self.resolution, round(h * scale))),
+                             Image.BILINEAR)
+            w, h = img.size
+            left, top = (w - self.resolution) // 2, (h - self.resolution) // 2
+            img = img.crop((left, top, left + self.resolution, top + self.resolution))
+            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        x = data.view(self.resolution, self.resolution, 3).permute(2, 0, 1).float().div_(255)
+        x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+        if self.train:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
+            if torch.rand(1, generator=g).item() < 0.5:
+                x = x.flip(2)
+        return x, label
+
+
+@dataclass
+class ShardedLoader:
+    loader: DataLoader
+    sampler: DistributedSampler
+
+    def batches(self, start_epoch: int = 0) -> Iterator[tuple[int, object]]:
+        """Endless (epoch, batch) stream; each epoch reshuffles through the sampler."""
+        epoch = start_epoch
+        while True:
+            self.sampler.set_epoch(epoch)
+            dataset = self.loader.dataset
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            for batch in self.loader:
+                yield epoch, batch
+            epoch += 1
+
+
+def sharded_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, seed: int,
+                   workers: int = 0, shuffle: bool = True, drop_last: bool = True) -> ShardedLoader:
+    if len(dataset) < batch_size * world_size and drop_last:
+        raise ValueError(f"data set has {len(dataset)} samples, fewer than one global batch "
+                         f"({batch_size} x {world_size})")
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                 seed=seed, drop_last=drop_last)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        drop_last=drop_last)
+    return ShardedLoader(loader, sampler)

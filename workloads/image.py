@@ -1,0 +1,50 @@
+"""Image classification workloads: ResNet-50 on synthetic images or a class-per-folder tree."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from .data import DataConfig, ImageFolder, SyntheticImages
+from .registry import Built
+from .resnet import ResNet50
+
+
+@dataclass
+class ResNetConfig:
+    width: float = 1.0  # channel multiplier; the [3, 4, 6, 3] bottleneck structure is kept
+    resolution: int = 224  # input images are resolution x resolution
+    num_classes: int = 1000  # real data: taken from the folder count when left at 0
+
+
+class ResNet50Workload:
+    name = "resnet50"
+    config_cls = ResNetConfig
+    spec_defaults: dict = {}
+
+    def validate(self, cfg: ResNetConfig) -> None:
+        if cfg.width <= 0:
+            raise ValueError(f"model.width must be positive, got {cfg.width}")
+        if cfg.resolution < 32:
+            raise ValueError(f"model.resolution must be at least 32 (ResNet-50 downsamples 32x), got {cfg.resolution}")
+        if cfg.num_classes < 0:
+            raise ValueError(f"model.num_classes must be 0 (from the data) or more, got {cfg.num_classes}")
+
+    def build(self, cfg: ResNetConfig, data: DataConfig, seed: int, min_train_samples: int) -> Built:
+        eval_set = None
+        if data.kind == "real":
+            root = Path(data.path)
+            train_dir = root / "train" if (root / "train").is_dir() else root
+            train_set = ImageFolder(train_dir, cfg.resolution, train=True, seed=seed)
+            val_dir = root / "val"
+            if val_dir.is_dir():
+                eval_set = ImageFolder(val_dir, cfg.resolution, train=False)
+            classes = len(train_set.classes) if cfg.num_classes == 0 else cfg.num_classes
+        else:
+            classes = cfg.num_classes or 1000
+            length = data.synthetic_size or min_train_samples
+            train_set = SyntheticImages(length, cfg.resolution, classes, seed)
+        model = ResNet50(num_classes=classes, width=cfg.width)
+        return Built(model=model, loss_fn=nn.CrossEntropyLoss(), train_set=train_set, eval_set=eval_set,
+                     sample_unit="images")
