@@ -116,6 +116,8 @@ class DigitsWorkload:
     spec_defaults: dict = {
         "batch_size": 32,
         "warmup": 5,
+        # one thread per rank: intra-op threads only add synchronisation to a model this small
+        "threads_per_rank": 1,
         "optim": {"name": "adamw", "lr": 0.01},
         "data": {"kind": "real", "path": str(DIGITS_CSV)},
         "eval": {"max_epochs": 30},
