@@ -27,6 +27,20 @@ def add_subcommand(sub, name: str, help: str, example: str, description: str = "
                           epilog=f"example:\n  {example}")
 
 
+MODES_HELP = """\
+Two kinds of run:
+  throughput run        no quality target: --steps steps (the first --warmup of them outside the
+                        measured window), then throughput, step times and efficiency.
+  time-to-accuracy run  a target is set (--target-accuracy, or the workload's default: digits 0.97,
+                        resnet50 0.759 on real data): trains epoch by epoch, evaluating every
+                        eval.every_epochs epochs (or eval.every_steps steps), until the global
+                        validation accuracy reaches the target (TTA = run_start to that evaluation,
+                        MLPerf rules) or eval.max_epochs pass (INVALID: counted as the slowest run).
+                        --steps does not apply; --warmup only keeps the first steps out of the
+                        throughput figures reported beside the TTA. --target-accuracy none forces
+                        a throughput run."""
+
+
 def target_accuracy_arg(text: str) -> float | str:
     """A number, or 'none' (kept as text so that it overrides a workload's default target)."""
     if text.strip().lower() == "none":
