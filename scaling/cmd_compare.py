@@ -75,7 +75,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
 
     table = Table(title=f"B vs A: {cmp.metric} ({cmp.metric_reason})")
-    for col in ("world", "A", "B", "test", "p", "ratio B/A (speedup)", "95% CI", "effect size"):
+    for col in ("world", "A", "B", "test", "p", "speedup of B", "95% CI", "effect size"):
         table.add_column(col, justify="right")
     for w in cmp.worlds:
         r = w.result
