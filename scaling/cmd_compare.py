@@ -54,15 +54,16 @@ def _json_safe(o):
 
 
 def handle(args: argparse.Namespace) -> int:
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha must be in (0, 1), got {args.alpha}")
+    if args.min_effect < 0:
+        raise UsageError(f"--min-effect must be 0 or more, got {args.min_effect}")
+
     from rich.table import Table
 
     from trainscale.analysis.compare import CompareError, compare_folders, summary_line
     from trainscale.analysis.stats_ab import TESTS, format_p
 
-    if not 0 < args.alpha < 1:
-        raise UsageError(f"--alpha must be in (0, 1), got {args.alpha}")
-    if args.min_effect < 0:
-        raise UsageError(f"--min-effect must be 0 or more, got {args.min_effect}")
     if args.test not in TESTS:
         raise UsageError(f"--test must be one of {', '.join(TESTS)}, got {args.test!r}")
     try:
