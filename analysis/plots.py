@@ -80,3 +80,26 @@ def per_rank_step_times(groups: dict[str, dict[int, Sequence[float]]], path: Pat
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("step time (ms)")
     return _save(fig, path)
+
+
+def tta_curves(curves: dict[int, list[dict]], target: float | None, path: Path) -> Path:
+    """Validation accuracy against seconds since run_start, one line per run, one colour per world
+    size; the dashed line is the target, a star the evaluation that reached it."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colours = plt.get_cmap("tab10")
+    for i, (world, runs) in enumerate(sorted(curves.items())):
+        for j, run in enumerate(runs):
+            label = f"world {world}" if j == 0 else None
+            ax.plot(run["t_s"], run["accuracy"], "o-", ms=3, lw=1.2, color=colours(i % 10), alpha=0.8, label=label)
+            if target is not None:
+                hit = next((k for k, a in enumerate(run["accuracy"]) if a >= target), None)
+                if hit is not None:
+                    ax.plot(run["t_s"][hit], run["accuracy"][hit], "*", ms=11, color=colours(i % 10))
+    if target is not None:
+        ax.axhline(target, ls="--", color="grey", label=f"target {target:g}")
+    ax.set_xlabel("seconds since run_start (the TTA clock)")
+    ax.set_ylabel("validation accuracy (top-1)")
+    ax.set_title("Time to accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

@@ -15,7 +15,8 @@ from . import plots, schema
 from .files import read_json, write_json_atomic, write_text_atomic
 from .runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
 from .scaling import STRONG, WEAK, scaling_points
-from .stats import summarize, t_confidence_interval
+from .stats import mad_outliers, summarize, t_confidence_interval
+from .tta_report import TTASection, build_tta_section, tta_console_table, tta_markdown
 
 MIN_MEASURED_STEPS = 10
 
@@ -47,6 +48,7 @@ class SizeRow:
     outlier_steps: int
     threads_per_rank: int | None = None
     oversubscribed: bool = False
+    outlier_runs: list[str] = field(default_factory=list)  # runs whose throughput the MAD rule flags (kept)
     speedup: float | None = None
     efficiency: float | None = None
     karp_flatt: float | None = None
@@ -65,6 +67,7 @@ class Report:
     warnings: list[str]
     environment: dict
     rank_step_times: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # for the per-rank plot
+    tta: TTASection | None = None  # time-to-accuracy runs only
     plots: dict[str, Path] = field(default_factory=dict)
     markdown: Path | None = None
 
@@ -106,17 +109,21 @@ def build(folder: Path, out_dir: Path | None = None) -> Report:
     for r in runs:
         groups.setdefault((int(r.config["nodes"]), int(r.config["nproc"])), []).append(r)
 
-    rows, per_rank, rank_step_times, units = [], {}, {}, set()
+    rows, per_rank, rank_step_times, units, no_window = [], {}, {}, set(), []
     for (nodes, nproc), members in sorted(groups.items(), key=lambda kv: kv[0][0] * kv[0][1]):
-        ok = [r for r in members if r.ok]
-        if not ok:
-            continue
-        metrics, step_times = [], []
-        for r in ok:
+        ok, metrics, step_times = [], [], []
+        for r in (r for r in members if r.ok):
             samples = load_rank_samples(r.path)
-            metrics.append(run_metrics(samples))
+            try:
+                metrics.append(run_metrics(samples))
+            except ValueError:  # a TTA run that reached its target within its warmup steps
+                no_window.append(r.path.name)
+                continue
+            ok.append(r)
             step_times.append(global_step_times(samples))
             units.add(r.summary.get("sample_unit", "samples"))
+        if not ok:
+            continue
         first = load_rank_samples(ok[0].path)
         world = nodes * nproc
         per_rank[world] = metrics[0]["per_rank_step_time_s"]
@@ -138,6 +145,7 @@ def build(folder: Path, out_dir: Path | None = None) -> Report:
             time_per_step_s=float(np.mean([m["time_per_step_s"] for m in metrics])), step_mean_s=pooled.mean, step_p50_s=pooled.p50, step_p95_s=pooled.p95, step_p99_s=pooled.p99,
             breakdown_s=breakdown, slowest_rank=metrics[0]["slowest_rank"], outlier_steps=len(pooled.outliers),
             threads_per_rank=launch.get("threads_per_rank"), oversubscribed=bool(launch.get("oversubscribed")),
+            outlier_runs=[ok[i].path.name for i in mad_outliers(xs)],
         ))
 
     for row, point in zip(rows, scaling_points(mode, [r.world_size for r in rows], [r.time_per_step_s for r in rows],
@@ -145,10 +153,17 @@ def build(folder: Path, out_dir: Path | None = None) -> Report:
         row.speedup, row.efficiency, row.karp_flatt = point.speedup, point.efficiency, point.karp_flatt
 
     environment = _environment(runs)
+    warnings = _warnings(runs, rows, environment)
+    if no_window:
+        warnings.append(f"{len(no_window)} run(s) reached the target within their warmup steps and have no "
+                        f"throughput window: {', '.join(no_window)}")
+    tta = build_tta_section(runs, {r.world_size: r.efficiency for r in rows}, mode)
+    if tta:
+        warnings += tta.warnings
     report = Report(source=folder, out_dir=Path(out_dir) if out_dir else folder / "report", mode=mode,
                     mode_basis=basis, sample_unit="/".join(sorted(units)) or "samples", rows=rows, failed=failed,
-                    per_rank=per_rank, warnings=_warnings(runs, rows, environment), environment=environment,
-                    rank_step_times=rank_step_times)
+                    per_rank=per_rank, warnings=warnings, environment=environment,
+                    rank_step_times=rank_step_times, tta=tta)
     return report
 
 
@@ -216,6 +231,11 @@ def to_markdown(rep: Report) -> str:
                      f"{_fmt(r.karp_flatt, '.3f')} |")
     if rep.rows:
         lines += ["", f"CI basis: {rep.rows[0].ci_basis}."]
+        flagged = [f"{name} (world {r.world_size})" for r in rep.rows for name in r.outlier_runs]
+        if flagged:
+            lines += [f"Outlier runs by the MAD rule (kept in every figure): {', '.join(flagged)}."]
+    if rep.tta:
+        lines += [""] + tta_markdown(rep.tta)
     lines += ["", "## Step time (global step = slowest rank)", "",
               "| world | mean ms | p50 ms | p95 ms | p99 ms | data ms | compute ms | optimizer ms | outlier steps (MAD) |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -261,11 +281,14 @@ def write_report(folder: Path, out_dir: Path | None = None) -> Report:
         parts = {k: [r.breakdown_s.get(k, 0.0) for r in rows] for k in rows[0].breakdown_s}
         rep.plots["breakdown"] = plots.step_breakdown(world, parts, out / "breakdown.png")
         rep.plots["per_rank"] = plots.per_rank_step_times(rep.rank_step_times, out / "per_rank_step_times.png")
+    if rep.tta:
+        rep.plots["tta_curves"] = plots.tta_curves(rep.tta.curves_by_world(), rep.tta.target, out / "tta_curves.png")
     rep.markdown = out / "report.md"
     write_text_atomic(rep.markdown, to_markdown(rep))
     write_json_atomic(out / "report.json", {
         "source": str(rep.source), "mode": rep.mode, "mode_basis": rep.mode_basis, "sample_unit": rep.sample_unit,
         "rows": [asdict(r) for r in rows], "failed": rep.failed, "warnings": rep.warnings,
+        "tta": rep.tta.to_dict() if rep.tta else None,
     })
     return rep
 
@@ -283,6 +306,8 @@ def print_report(rep: Report, console) -> None:
     for f in rep.failed:
         t.add_row(str(f["world_size"]), "[red]failed[/red]", "", "", "", "", "")
     console.print(t)
+    if rep.tta:
+        console.print(tta_console_table(rep.tta))
     for w in rep.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     for f in rep.failed:

@@ -4,7 +4,8 @@ Every number in a summary is recomputable from the samples files with the functi
 - global step time of step k = max over ranks of that rank's step_s (a synchronous step ends
   when its slowest rank does);
 - measured window of a rank = end of its last measured step - start of its first measured step,
-  on that rank's monotonic clock (never subtracted across ranks or nodes);
+  on that rank's monotonic clock (never subtracted across ranks or nodes), less the evaluations a
+  time-to-accuracy run made inside it (its ``eval_s`` column): throughput is of training alone;
 - global throughput = samples of all ranks in the measured steps / the longest rank window;
 - time per step = that window / measured steps (what strong-scaling efficiency uses).
 """
@@ -86,7 +87,10 @@ def rank_window_s(cols: dict[str, np.ndarray]) -> float:
     m = measured(cols)
     if m["step"].size == 0:
         return 0.0
-    return float(m["t_start"][-1] + m["step_s"][-1] - m["t_start"][0])
+    window = float(m["t_start"][-1] + m["step_s"][-1] - m["t_start"][0])
+    if "eval_s" in m:  # evaluations after measured steps, except the last one (it ends the window)
+        window -= float(np.nansum(m["eval_s"][:-1]))
+    return window
 
 
 def global_step_times(by_rank: dict[int, dict[str, np.ndarray]]) -> np.ndarray:

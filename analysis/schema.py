@@ -43,8 +43,17 @@ SAMPLE_COLUMNS = (
     "samples",
     "loss",
 )
+# Time-to-accuracy runs append these: the epoch (1-based) a step belongs to, and the seconds of
+# evaluation this rank spent right after the step (0 for most steps). The throughput window of such
+# a run leaves the evaluations out (analysis/runs.py); the TTA clock does not (analysis/tta.py).
+TTA_SAMPLE_COLUMNS = ("epoch", "eval_s")
 PHASE_WARMUP = "warmup"
 PHASE_MEASURED = "measured"
+
+# trainscale's own event-log keys (MLPerf keys come from mlperf_logging.mllog.constants)
+EVENT_TARGET_ACCURACY = "ts_target_accuracy"  # value: the quality target of a time-to-accuracy run
+EVENT_EVAL_CADENCE = "ts_eval_cadence"  # value: {"every_epochs": E} or {"every_steps": S}
+EVENT_MAX_EPOCHS = "ts_max_epochs"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"

@@ -100,3 +100,74 @@ def summarize(samples: Sequence[float], confidence: float = 0.95, skewed: bool =
         ci_method=method,
         outliers=mad_outliers(x),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeated runs (METHOD.md: default 3 for quick work; MLPerf-style olympic mean from 5)
+
+OLYMPIC_MIN_RUNS = 5
+
+
+def olympic_mean(values: Sequence[float]) -> float:
+    """MLPerf's olympic mean: drop the best and the worst value, average the rest."""
+    x = np.sort(np.asarray(values, dtype=float))
+    if x.size < 3:
+        raise ValueError(f"the olympic mean needs at least 3 values, got {x.size}")
+    return float(x[1:-1].mean())
+
+
+@dataclass(frozen=True)
+class RepeatSummary:
+    """One metric over R repeated runs, some of which may be INVALID (None: e.g. missed the target).
+
+    headline: the olympic mean when R >= 5 (an INVALID run counts as the worst, so one is dropped),
+    else the mean of all runs; None (INVALID) when an INVALID run is still among those averaged.
+    mean / std / CI: over the valid runs only (Student-t 95%); median: invalid runs as the worst.
+    outliers: positions (into the values) of valid runs the MAD rule flags; they stay in every figure.
+    """
+    n: int
+    valid: int
+    invalid: int
+    headline: float | None
+    headline_method: str
+    mean: float | None
+    median: float | None
+    olympic_mean: float | None
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+    outliers: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def summarize_repeats(values: Sequence[float | None], lower_is_better: bool = True) -> RepeatSummary:
+    if len(values) == 0:
+        raise ValueError("no runs to summarise")
+    worst = np.inf if lower_is_better else -np.inf
+    ranked = np.array([worst if v is None else float(v) for v in values])
+    positions = [i for i, v in enumerate(values) if v is not None]
+    valid = ranked[positions]
+    n, n_valid = len(values), len(positions)
+    olympic = _finite_or_none(olympic_mean(ranked)) if n >= OLYMPIC_MIN_RUNS else None
+    if n >= OLYMPIC_MIN_RUNS:
+        headline, method = olympic, f"olympic mean of {n} runs (best and worst dropped)"
+    else:
+        headline, method = _finite_or_none(ranked.mean()), f"mean of {n} run{'s' if n > 1 else ''}"
+    if headline is None:
+        method += ": INVALID (an invalid run remains among the averaged runs)"
+    lo, hi = t_confidence_interval(valid) if n_valid >= 2 else (None, None)
+    return RepeatSummary(
+        n=n, valid=n_valid, invalid=n - n_valid, headline=headline, headline_method=method,
+        mean=float(valid.mean()) if n_valid else None,
+        median=_finite_or_none(float(np.median(ranked))),
+        olympic_mean=olympic,
+        std=float(valid.std(ddof=1)) if n_valid >= 2 else None,
+        ci_low=lo, ci_high=hi,
+        outliers=[positions[i] for i in mad_outliers(valid)],
+    )

@@ -11,6 +11,7 @@ COMMANDS = {
     "run": "trainscale.scaling.cmd_run",
     "sweep": "trainscale.scaling.cmd_sweep",
     "report": "trainscale.scaling.cmd_report",
+    "compare": "trainscale.scaling.cmd_compare",
 }
 
 

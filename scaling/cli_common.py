@@ -27,6 +27,30 @@ def add_subcommand(sub, name: str, help: str, example: str, description: str = "
                           epilog=f"example:\n  {example}")
 
 
+MODES_HELP = """\
+Two kinds of run:
+  throughput run        no quality target: --steps steps (the first --warmup of them outside the
+                        measured window), then throughput, step times and efficiency.
+  time-to-accuracy run  a target is set (--target-accuracy, or the workload's default: digits 0.97,
+                        resnet50 0.759 on real data): trains epoch by epoch, evaluating every
+                        eval.every_epochs epochs (or eval.every_steps steps), until the global
+                        validation accuracy reaches the target (TTA = run_start to that evaluation,
+                        MLPerf rules) or eval.max_epochs pass (INVALID: counted as the slowest run).
+                        --steps does not apply; --warmup only keeps the first steps out of the
+                        throughput figures reported beside the TTA. --target-accuracy none forces
+                        a throughput run."""
+
+
+def target_accuracy_arg(text: str) -> float | str:
+    """A number, or 'none' (kept as text so that it overrides a workload's default target)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'none', got {text!r}") from None
+
+
 def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     """The run-spec flags; defaults are None so that a config file's values are not overridden."""
     p.add_argument("--workload", help="workload name (resnet50, ...)")
@@ -38,10 +62,16 @@ def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     else:
         p.add_argument("--nproc", type=int, help="processes per node")
         p.add_argument("--nodes", type=int, help="number of nodes")
-    p.add_argument("--steps", type=int, help="total steps per run, warmup included")
-    p.add_argument("--warmup", type=int, help="steps excluded from the measured window")
+    p.add_argument("--steps", type=int, help="throughput runs: total steps per run, warmup included "
+                   "(time-to-accuracy runs stop at the target or eval.max_epochs instead)")
+    p.add_argument("--warmup", type=int, help="first steps excluded from the throughput window "
+                   "(in a time-to-accuracy run they stay inside the TTA clock)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size per data-parallel rank")
-    p.add_argument("--target-accuracy", dest="target_accuracy", type=float, help="quality target")
+    p.add_argument("--target-accuracy", dest="target_accuracy", type=target_accuracy_arg, metavar="A|none",
+                   help="quality target (top-1 validation accuracy): makes the run a time-to-accuracy run; "
+                        "default: the workload's (digits 0.97; resnet50 0.759 on real data, none on synthetic); "
+                        "'none' forces a throughput run. Cadence and limit: --set eval.every_epochs=E, "
+                        "eval.every_steps=S, eval.max_epochs=M")
     p.add_argument("--backend", choices=("gloo", "nccl"), help="torch.distributed backend")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--timeout", dest="timeout_s", type=float, help="seconds before a launch is killed and failed")

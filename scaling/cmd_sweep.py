@@ -11,7 +11,9 @@ def register(sub) -> None:
     p = cli_common.add_subcommand(
         sub, "sweep", "scaling sweep over world sizes, ending in a report with plots",
         "trainscale sweep --workload resnet50 --nproc 1,2,4 --scaling weak --steps 20 --warmup 5 "
-        "--set model.width=0.25 --set model.resolution=64")
+        "--set model.width=0.25 --set model.resolution=64\n  "
+        "trainscale sweep --workload digits --nproc 1,2,4 --repeats 5   (time to accuracy, olympic mean)",
+        description="scaling sweep over world sizes, ending in a report with plots\n\n" + cli_common.MODES_HELP)
     cli_common.add_spec_flags(p, lists=True)
     p.add_argument("--scaling", default="weak", help="strong (fixed global batch) or weak (fixed per-rank batch)")
     p.add_argument("--global-batch-size", dest="global_batch", type=int,

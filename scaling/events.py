@@ -3,6 +3,8 @@
 MLPerf keys (init_start, run_start, run_stop, ...) plus trainscale's own (prefixed ``ts_``) for
 checkpoints, failures and recovery. Only rank 0 writes, as in MLPerf reference code. Each event also
 carries ``mono_s``, the writer's monotonic clock, so durations never depend on wall-clock steps.
+Each call returns the ``mono_s`` it logged (on every rank, logging or not), so a rank can time
+itself on exactly the clock readings the log holds.
 """
 from __future__ import annotations
 
@@ -31,20 +33,26 @@ class EventLog:
             self._handler = handler
             self._mllogger = MLLogger(logger=logger, default_stack_offset=2)
 
-    def _meta(self, metadata: dict[str, Any] | None) -> dict[str, Any]:
-        return {**(metadata or {}), "mono_s": time.monotonic()}
+    def _meta(self, metadata: dict[str, Any] | None, mono_s: float) -> dict[str, Any]:
+        return {**(metadata or {}), "mono_s": mono_s}
 
-    def event(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> None:
+    def event(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> float:
+        mono_s = time.monotonic()
         if self._mllogger:
-            self._mllogger.event(key=key, value=value, metadata=self._meta(metadata))
+            self._mllogger.event(key=key, value=value, metadata=self._meta(metadata, mono_s))
+        return mono_s
 
-    def start(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> None:
+    def start(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> float:
+        mono_s = time.monotonic()
         if self._mllogger:
-            self._mllogger.start(key=key, value=value, metadata=self._meta(metadata))
+            self._mllogger.start(key=key, value=value, metadata=self._meta(metadata, mono_s))
+        return mono_s
 
-    def end(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> None:
+    def end(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> float:
+        mono_s = time.monotonic()
         if self._mllogger:
-            self._mllogger.end(key=key, value=value, metadata=self._meta(metadata))
+            self._mllogger.end(key=key, value=value, metadata=self._meta(metadata, mono_s))
+        return mono_s
 
     def close(self) -> None:
         if self._mllogger:

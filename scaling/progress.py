@@ -10,6 +10,14 @@ console = Console(stderr=True, highlight=False)
 
 
 def outcome_line(label: str, summary: dict) -> str:
+    tta = summary.get("tta")
+    if summary.get("status") == "ok" and tta:
+        if tta["valid"]:
+            return (f"[green]ok[/green]     {label}: time to accuracy {tta['tta_s']:.2f} s (target {tta['target']:g} "
+                    f"reached at epoch {tta['reached']['epoch_num']:g}, accuracy {tta['reached']['accuracy']:.4f})")
+        best = max((e["accuracy"] for e in tta["evals"]), default=float("nan"))
+        return (f"[red]INVALID[/red] {label}: target {tta['target']:g} not reached in {tta['epochs_run']} epochs "
+                f"(best accuracy {best:.4f}); counts as the slowest run")
     if summary.get("status") == "ok":
         m = summary["metrics"]
         unit = summary.get("sample_unit", "samples")
@@ -41,7 +49,8 @@ class LiveProgress:
         task = self.progress.add_task(label, total=steps, phase="starting")
 
         def on_progress(p: dict) -> None:
-            self.progress.update(task, completed=p.get("step", 0), phase=p.get("phase", ""))
+            self.progress.update(task, completed=p.get("step", 0), total=p.get("steps") or steps,
+                                 phase=p.get("phase", ""))
 
         return task, on_progress
 

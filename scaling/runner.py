@@ -15,6 +15,7 @@ from typing import Callable
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
 from trainscale.analysis.runs import load_rank_samples, run_metrics
+from trainscale.analysis.tta import run_tta
 
 from . import provenance
 from .results import new_run_dir, timestamp
@@ -67,13 +68,25 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
         "launch": {k: v for k, v in launch_facts.items() if k != "command"},
         "failures": failures,
     }
+    if spec.is_tta:
+        summary["target_accuracy"] = spec.target_accuracy
     if ok:
         infos = rank_infos(run_dir)
+        if spec.is_tta:
+            try:
+                summary["tta"] = run_tta(run_dir, spec.target_accuracy).to_dict()
+            except (ValueError, OSError, KeyError) as e:
+                summary.update(status=schema.STATUS_FAILED, reason=f"event log unusable: {e}")
+                return summary
         try:
             summary["metrics"] = run_metrics(load_rank_samples(run_dir))
         except (ValueError, OSError) as e:
-            summary.update(status=schema.STATUS_FAILED, reason=f"samples unusable: {e}")
-            return summary
+            if not spec.is_tta:
+                summary.update(status=schema.STATUS_FAILED, reason=f"samples unusable: {e}")
+                return summary
+            # A TTA run that reached its target within the warmup steps has no throughput window.
+            summary["metrics"] = None
+            summary["metrics_note"] = f"no throughput figures: {e}"
         summary["init_s"] = max((i["init_s"] for i in infos), default=None)
         summary["sample_unit"] = infos[0]["sample_unit"] if infos else "samples"
     return summary

@@ -39,6 +39,16 @@ class FaultConfig:
     kind: str = "none"
     rank: int = 0
     at_step: int = 0
+    slow_factor: float = 2.0  # kind "slow": the rank's steps take this many times its own compute time
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of time-to-accuracy runs (runs with a target_accuracy; see analysis/tta.py)."""
+    every_epochs: int = 1  # evaluate after every this many epochs ...
+    every_steps: int = 0  # ... or, when > 0, after every this many steps instead
+    max_epochs: int = 50  # a run still below the target after this many epochs stops INVALID
+    batch_size: int = 0  # per-rank evaluation batch; 0: the training batch size
 
 
 @dataclass
@@ -53,7 +63,7 @@ class RunSpec:
     warmup: int = 5  # steps excluded from the measured window
     batch_size: int = 32  # per data-parallel rank
     seed: int = 0
-    target_accuracy: float | None = None
+    target_accuracy: float | None = None  # set: a time-to-accuracy run (None: throughput run)
     timeout_s: float = 1800.0  # the whole launch is killed and marked failed after this
     threads_per_rank: int = 0  # 0: the node's cores divided by nproc (at least 1)
     out: str = "results"
@@ -61,6 +71,12 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def is_tta(self) -> bool:
+        """A time-to-accuracy run: trains epoch by epoch to the target (steps do not apply)."""
+        return self.target_accuracy is not None
 
     @property
     def world_size(self) -> int:
@@ -200,7 +216,7 @@ def resolve(
     if workload_name not in workload_registry.WORKLOADS:
         raise SpecError(f"unknown workload {workload_name!r} (known: {', '.join(workload_registry.names())})")
     workload = workload_registry.get(workload_name)
-    raw = deep_merge(workload.spec_defaults, raw)
+    raw = deep_merge(workload_registry.spec_defaults(workload, raw), raw)
     spec = build_dataclass(RunSpec, raw)
     # The model table is typed against the workload's own config and stored fully resolved.
     model_cfg = build_dataclass(workload.config_cls, spec.model, "model")
@@ -231,13 +247,21 @@ def validate(spec: RunSpec) -> None:
     need(spec.nodes >= 1, f"nodes must be at least 1, got {spec.nodes}")
     need(spec.steps >= 1, f"steps must be at least 1, got {spec.steps}")
     need(spec.warmup >= 0, f"warmup must be 0 or more, got {spec.warmup}")
-    need(spec.steps > spec.warmup,
-         f"steps ({spec.steps}) must be greater than warmup ({spec.warmup}): nothing would be measured")
+    if not spec.is_tta:
+        need(spec.steps > spec.warmup,
+             f"steps ({spec.steps}) must be greater than warmup ({spec.warmup}): nothing would be measured")
     need(spec.batch_size >= 1, f"batch_size must be at least 1, got {spec.batch_size}")
     need(spec.timeout_s > 0, f"timeout_s must be positive, got {spec.timeout_s}")
     need(spec.threads_per_rank >= 0, f"threads_per_rank must be 0 (auto) or more, got {spec.threads_per_rank}")
-    if spec.target_accuracy is not None:
+    if spec.is_tta:
         need(0 < spec.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {spec.target_accuracy}")
+        need(spec.data.kind != "synthetic",
+             "target_accuracy needs real data: synthetic labels are random (data.kind is 'synthetic'; "
+             "use --target-accuracy none for a throughput run)")
+        need(spec.eval.every_epochs >= 1, f"eval.every_epochs must be at least 1, got {spec.eval.every_epochs}")
+        need(spec.eval.every_steps >= 0, f"eval.every_steps must be 0 (per epoch) or more, got {spec.eval.every_steps}")
+        need(spec.eval.max_epochs >= 1, f"eval.max_epochs must be at least 1, got {spec.eval.max_epochs}")
+        need(spec.eval.batch_size >= 0, f"eval.batch_size must be 0 (training batch) or more, got {spec.eval.batch_size}")
     need(spec.optim.name in OPTIMIZERS, f"unknown optimizer {spec.optim.name!r} (known: {', '.join(OPTIMIZERS)})")
     need(spec.optim.lr > 0, f"optim.lr must be positive, got {spec.optim.lr}")
     need(spec.data.kind in DATA_KINDS, f"unknown data.kind {spec.data.kind!r} (known: {', '.join(DATA_KINDS)})")
@@ -250,13 +274,21 @@ def validate(spec: RunSpec) -> None:
     if spec.fault.kind != "none":
         need(0 <= spec.fault.rank < spec.world_size,
              f"fault.rank must be a rank of the run (0..{spec.world_size - 1}), got {spec.fault.rank}")
-        need(0 <= spec.fault.at_step < spec.steps,
-             f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {spec.fault.at_step}")
+        if spec.is_tta:
+            need(spec.fault.at_step >= 0, f"fault.at_step must be 0 or more, got {spec.fault.at_step}")
+        else:
+            need(0 <= spec.fault.at_step < spec.steps,
+                 f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {spec.fault.at_step}")
+    if spec.fault.kind == "slow":
+        need(spec.fault.slow_factor >= 1, f"fault.slow_factor must be at least 1, got {spec.fault.slow_factor}")
     if spec.backend == "nccl":
         import torch
 
         need(torch.cuda.is_available(), "backend 'nccl' needs CUDA GPUs and none is visible (use --backend gloo)")
+    workload = workload_registry.get(spec.workload)
     try:
-        workload_registry.get(spec.workload).validate(spec.model_config())
+        workload.validate(spec.model_config())
+        if hasattr(workload, "validate_run"):  # checks that need the whole spec (data, target)
+            workload.validate_run(spec)
     except ValueError as e:
         raise SpecError(str(e)) from None

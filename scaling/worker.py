@@ -1,6 +1,9 @@
 """The per-rank benchmark loop. Started by a launcher (torchrun, Ray, Slurm) as
 ``python -m trainscale.scaling.worker --run-dir DIR``; reads DIR/config.json.
 
+A run with a target_accuracy is a time-to-accuracy run (scaling/tta_loop.py); otherwise a throughput
+run of a fixed number of steps (train() below).
+
 Timing rules (METHOD.md): monotonic clock on each rank; init (process start to the end of model and
 data set-up) is timed apart from training; warmup steps are recorded but excluded from the measured
 window; a barrier aligns the ranks where the measured window starts; every step's data, compute
@@ -18,7 +21,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
-from trainscale.faults.inject import maybe_inject
+from trainscale.faults.inject import maybe_inject, slow_down
 from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import sharded_loader
 
@@ -91,6 +94,8 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
         t1 = clock()
         loss = strategy.forward_backward(inputs, targets)
         ctx.synchronize()
+        slow_down(spec.fault.kind, spec.fault.rank, spec.fault.at_step, ctx.rank, step, spec.fault.slow_factor,
+                  clock() - t1)
         t2 = clock()
         strategy.optimizer_step()
         ctx.synchronize()
@@ -122,7 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     events = EventLog(run_dir / schema.EVENTS if ctx.is_main else None)
     events.start(mlc.INIT_START)
     try:
-        facts = train(spec, ctx, run_dir, events, t_main)
+        if spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/tta_loop.py)
+            from .tta_loop import train_to_accuracy
+
+            facts = train_to_accuracy(spec, ctx, run_dir, events, t_main, Progress)
+        else:
+            facts = train(spec, ctx, run_dir, events, t_main)
         write_json_atomic(schema.rank_info_path(run_dir, ctx.rank), {
             "rank": ctx.rank, "local_rank": ctx.local_rank, "node_rank": ctx.node_rank,
             "world_size": ctx.world_size, "pid": os.getpid(), "threads": threads,

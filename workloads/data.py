@@ -43,12 +43,21 @@ class SyntheticImages(Dataset):
         return x, y
 
 
-def find_images(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    """(path, class index) for every image under root/<class>/; classes sorted by name."""
+def find_images(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, class index) for every image under root/<class>/; classes sorted by name, or the given
+    class list (a validation folder is indexed with the training folder's classes)."""
     root = Path(root)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if classes is None:
+        classes = found
+    else:
+        unknown = [c for c in found if c not in classes]
+        if unknown:
+            raise ValueError(f"{root} has class folder {unknown[0]!r} that the training data lacks")
     items = []
     for idx, name in enumerate(classes):
+        if not (root / name).is_dir():
+            continue
         for p in sorted((root / name).rglob("*")):
             if p.suffix.lower() in IMAGE_EXTENSIONS:
                 items.append((p, idx))
@@ -59,8 +68,9 @@ class ImageFolder(Dataset):
     """Class-per-folder images, resized (shorter side) and centre-cropped to a square, normalised.
     Training adds a horizontal flip decided by (seed, epoch, index), so it is reproducible."""
 
-    def __init__(self, root: str | Path, resolution: int, train: bool, seed: int = 0) -> None:
-        self.items, self.classes = find_images(Path(root))
+    def __init__(self, root: str | Path, resolution: int, train: bool, seed: int = 0,
+                 classes: list[str] | None = None) -> None:
+        self.items, self.classes = find_images(Path(root), classes)
         if not self.items:
             raise ValueError(f"no images found under {root} (expected {root}/<class>/<image>)")
         self.resolution, self.train, self.seed, self.epoch = resolution, train, seed, 0
@@ -122,3 +132,35 @@ def sharded_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         drop_last=drop_last)
     return ShardedLoader(loader, sampler)
+
+
+class EvalShard(Dataset):
+    """One rank's share of an evaluation set: items rank, rank + W, rank + 2W, ... padded to the
+    same length on every rank, so all ranks run the same number of equal batches (strategies with
+    collectives in forward need that). Each item is (input, target, valid); padding repeats one of
+    the rank's items with valid False, so no sample is counted twice. (DistributedSampler would pad
+    by repeating items that then count twice.)"""
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int) -> None:
+        n = len(dataset)
+        if n < world_size:
+            raise ValueError(f"evaluation set has {n} samples, fewer than the {world_size} ranks")
+        self.dataset = dataset
+        self.indices = list(range(rank, n, world_size))
+        self.valid = len(self.indices)
+        self.length = -(-n // world_size)  # ceil: the longest shard
+        self.indices += [self.indices[0]] * (self.length - self.valid)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[object, object, bool]:
+        x, y = self.dataset[self.indices[i]]
+        return x, y, i < self.valid
+
+
+def sharded_eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int,
+                        workers: int = 0) -> DataLoader:
+    """Batches of (inputs, targets, valid mask) over this rank's EvalShard, in a fixed order."""
+    return DataLoader(EvalShard(dataset, rank, world_size), batch_size=batch_size, shuffle=False,
+                      num_workers=workers, drop_last=False)

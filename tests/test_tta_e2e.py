@@ -1,0 +1,181 @@
+"""Time-to-accuracy end to end: real multi-process gloo runs of the digits workload (and ResNet-50 on
+a generated image folder), the MLPerf event log read by mlperf-logging's own parser, the report, and
+compare on identical and slowed configurations."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mlperf_logging.compliance_checker.mlp_parser import parse_file
+
+from trainscale.analysis import schema
+from trainscale.analysis.files import write_json_atomic
+
+from .conftest import read_json
+from .test_data import make_image_folder
+
+pytestmark = pytest.mark.slow
+
+MLPERF_RULESET = "6.1.0"
+
+
+def parsed_log(run_dir: Path) -> list:
+    """The run's event log through mlperf-logging's compliance-checker parser: no line may fail."""
+    lines, errors = parse_file(str(run_dir / schema.EVENTS), ruleset=MLPERF_RULESET)
+    assert errors == [], errors
+    return lines
+
+
+def mono(line) -> float:
+    return line.value["metadata"]["mono_s"]
+
+
+def check_tta_run(run_dir: Path, reached: bool) -> dict:
+    summary = read_json(run_dir / schema.SUMMARY)
+    assert summary["status"] == "ok", summary.get("reason")
+    tta = summary["tta"]
+    lines = parsed_log(run_dir)
+    keys = [ln.key for ln in lines]
+    for key in ("init_start", "init_stop", "run_start", "run_stop", "epoch_start", "epoch_stop", "eval_start",
+                "eval_stop", "eval_accuracy", "seed", "global_batch_size", "train_samples", "eval_samples",
+                "ts_target_accuracy"):
+        assert key in keys, key
+    assert keys.index("init_stop") < keys.index("run_start") < keys.index("train_samples")  # data after the clock
+    evals = [ln for ln in lines if ln.key == "eval_accuracy"]
+    assert all("epoch_num" in ln.value["metadata"] for ln in evals)
+    assert [ln.value["metadata"]["total"] for ln in evals] == [next(
+        ln for ln in lines if ln.key == "eval_samples").value["value"]] * len(evals)  # every sample once
+    run_start = next(ln for ln in lines if ln.key == "run_start")
+    stop = next(ln for ln in lines if ln.key == "run_stop")
+    target = summary["target_accuracy"]
+    hit = next((ln for ln in evals if ln.value["value"] >= target), None)
+    assert tta["valid"] is reached and (hit is not None) is reached
+    if reached:
+        # the summary's TTA is exactly the time between the two log lines
+        assert tta["tta_s"] == mono(hit) - mono(run_start)
+        assert stop.value["metadata"]["status"] == "success"
+        assert hit is evals[-1]  # training stopped at the evaluation that reached the target
+    else:
+        assert tta["tta_s"] is None and stop.value["metadata"]["status"] == "aborted"
+    # Per-step samples keep the evaluation time; the throughput window leaves it out.
+    with open(schema.samples_path(run_dir, 0)) as f:
+        rows = list(csv.DictReader(f))
+    assert {"epoch", "eval_s"} <= set(rows[0])
+    assert sum(float(r["eval_s"]) > 0 for r in rows) == len(evals)
+    assert sum(float(r["eval_s"]) for r in rows) == pytest.approx(tta["eval_s_total"], rel=1e-6)
+    return summary
+
+
+def test_digits_reaches_its_target_on_1_2_and_4_processes(cli, tmp_path: Path):
+    proc = cli("sweep", "--workload", "digits", "--nproc", "1,2,4", "--out", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    sweep = Path(proc.stdout.strip().splitlines()[-1])
+    index = read_json(sweep / schema.SWEEP_INDEX)
+    assert [r["world_size"] for r in index["runs"]] == [1, 2, 4]
+    for entry in index["runs"]:
+        summary = check_tta_run(sweep / entry["path"], reached=True)
+        assert summary["tta"]["target"] == 0.97 and summary["tta"]["reached"]["accuracy"] >= 0.97
+        assert summary["metrics"]["throughput"]["global_samples_per_s"] > 0
+    report = read_json(sweep / "report" / "report.json")
+    rows = report["tta"]["rows"]
+    assert [r["world_size"] for r in rows] == [1, 2, 4]
+    assert all(r["summary"]["invalid"] == 0 and r["summary"]["headline"] > 0 for r in rows)
+    assert rows[0]["efficiency"] == pytest.approx(1.0)
+    tta = [r["summary"]["headline"] for r in rows]
+    assert rows[2]["efficiency"] == pytest.approx(tta[0] / (4 * tta[2]))
+    assert report["tta"]["throughput_efficiency"]["4"] == report["rows"][2]["efficiency"]
+    md = (sweep / "report" / "report.md").read_text()
+    assert "## Time to accuracy" in md and "TTA efficiency" in md
+    assert (sweep / "report" / "tta_curves.png").stat().st_size > 5000
+    # compare on sweep folders: TTA is the metric; one run a side is reported, not tested
+    same = cli("compare", str(sweep), str(sweep))
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines() == [f"world {w}: not tested (1.00x; one run on a side)" for w in (1, 2, 4)]
+    assert "tta_s" in same.stderr
+
+
+def test_a_run_that_misses_its_target_is_invalid(cli, tmp_path: Path):
+    proc = cli("run", "--workload", "digits", "--nproc", "2", "--target-accuracy", "0.999", "--set",
+               "eval.max_epochs=1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr  # the run worked; its result is INVALID
+    assert "INVALID" in proc.stderr and "counts as the slowest run" in proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    summary = check_tta_run(run_dir, reached=False)
+    assert summary["tta"]["epochs_run"] == 1 and len(summary["tta"]["evals"]) == 1
+
+
+def test_resnet50_on_a_real_image_folder_takes_the_same_path(cli, tmp_path: Path, tiny_resnet):
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}
+    make_image_folder(tmp_path / "data" / "train", colours, per_class=8)
+    make_image_folder(tmp_path / "data" / "val", colours, per_class=3)
+    proc = cli("run", "--workload", "resnet50", "--nproc", "2", "--batch-size", "4", *tiny_resnet,
+               "--set", "model.num_classes=0", "--set", "data.kind=real", "--set", f"data.path={tmp_path / 'data'}",
+               "--set", "eval.max_epochs=2", "--out", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert read_json(run_dir / schema.CONFIG)["target_accuracy"] == 0.759  # MLPerf's ResNet-50 target
+    summary = read_json(run_dir / schema.SUMMARY)
+    evals = summary["tta"]["evals"]
+    assert 1 <= len(evals) <= 2 and all(0 <= e["accuracy"] <= 1 for e in evals)
+    check_tta_run(run_dir, reached=any(e["accuracy"] >= 0.759 for e in evals))
+
+
+def _interleaved_runs(root: Path, repeats: int) -> dict[str, Path]:
+    """A and B: the same configuration; C: the same with rank 1 a straggler (its compute 6x slower).
+    Runs alternate A, B, C so that drift of this shared machine spreads over all three. Every run
+    uses the same seed, so all reach the target at the same step and differ in time only."""
+    from trainscale.scaling.runner import execute
+    from trainscale.scaling.spec import resolve
+
+    sides = {name: root / name for name in ("A", "B", "C")}
+    base = ["eval.every_steps=10"]
+    slow = ["fault.kind=slow", "fault.rank=1", "fault.at_step=0", "fault.slow_factor=6"]
+    for r in range(repeats):
+        for name, folder in sides.items():
+            spec = resolve(flags={"workload": "digits", "nproc": 2, "timeout_s": 300},
+                           sets=base + (slow if name == "C" else []))
+            outcome = execute(spec, folder / f"r{r}")
+            assert outcome.ok, outcome.summary.get("reason")
+            assert outcome.summary["tta"]["valid"]
+    return sides
+
+
+def test_compare_identical_and_slowed_configurations(cli, tmp_path: Path):
+    sides = _interleaved_runs(tmp_path, repeats=4)
+    # alpha 0.005 and a 10% minimum effect: identical configurations on a shared, noisy machine are
+    # called different at most 0.5% of the time; the slowed one (about 4x) is far beyond both.
+    args = ("--alpha", "0.005", "--min-effect", "0.1", "--json")
+    same = cli("compare", str(sides["A"]), str(sides["B"]), *args)
+    assert same.returncode == 0, same.stderr
+    result = json.loads(same.stdout)
+    assert result["metric"] == "tta_s"
+    (world,) = result["worlds"]
+    assert world["label"] == "world 2" and world["result"]["test"] == "welch"
+    assert not world["result"]["significant"]
+    assert world["result"]["verdict"].startswith(("no significant difference", "no meaningful difference"))
+
+    slowed = cli("compare", str(sides["A"]), str(sides["C"]), *args)
+    assert slowed.returncode == 0, slowed.stderr
+    (world,) = json.loads(slowed.stdout)["worlds"]
+    r = world["result"]
+    assert r["significant"] and r["ratio"] < 1 and r["ci_high"] < 1  # B (slowed) is slower: ratio = A/B
+    assert r["p_value"] < 0.005 and "slowdown" in r["verdict"]
+    plain = cli("compare", str(sides["A"]), str(sides["C"]))
+    assert plain.stdout.strip().startswith("world 2: ") and "x slowdown (0." in plain.stdout
+
+    # The fair-comparison guard: a side with another global batch is refused unless allowed.
+    other = tmp_path / "other"
+    shutil.copytree(sides["B"], other)
+    for run in other.iterdir():
+        summary = read_json(run / schema.SUMMARY)
+        write_json_atomic(run / schema.SUMMARY, {**summary, "global_batch": 128})
+    refused = cli("compare", str(sides["A"]), str(other))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("trainscale compare: error: refusing to compare world 2: global_batch differs "
+                                      "(A: 64; B: 128); pass --allow-difference global_batch if that difference is "
+                                      "the point")
+    allowed = cli("compare", str(sides["A"]), str(other), "--allow-difference", "global_batch")
+    assert allowed.returncode == 0 and "marked:" in allowed.stderr and "global_batch differs" in allowed.stderr
