@@ -9,14 +9,22 @@ so the orchestrator can name the rank and the reason, instead of scraping logs.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 from pathlib import Path
 
 
+def _root_cause_order(item) -> tuple[bool, int]:
+    """Root cause first. When one worker dies the agent stops the others with SIGTERM, and their
+    records can carry the same (whole-second) timestamp, so a SIGTERM death sorts after any other."""
+    _rank, f = item
+    return (f.exitcode == -signal.SIGTERM, f.timestamp)
+
+
 def failure_records(err) -> list[dict]:
     records = []
-    for rank, f in sorted(err.failures.items(), key=lambda kv: kv[1].timestamp):
+    for rank, f in sorted(err.failures.items(), key=_root_cause_order):
         message = f.message
         if isinstance(message, dict):  # written by @record: {"message": "...", "extraInfo": {...}}
             message = message.get("message", "")
