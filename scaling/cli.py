@@ -11,6 +11,8 @@ COMMANDS = {
     "run": "trainscale.scaling.cmd_run",
     "sweep": "trainscale.scaling.cmd_sweep",
     "report": "trainscale.scaling.cmd_report",
+    "cluster": "trainscale.scaling.cmd_cluster",
+    "slurm": "trainscale.scaling.cmd_slurm",
 }
 
 
@@ -28,7 +30,9 @@ def build_parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # as typed (trainscale run --dry-run repeats it)
     prog = f"trainscale {args.command}"
     from trainscale.scaling.spec import SpecError
 

@@ -13,6 +13,7 @@ def register(sub) -> None:
         "trainscale sweep --workload resnet50 --nproc 1,2,4 --scaling weak --steps 20 --warmup 5 "
         "--set model.width=0.25 --set model.resolution=64")
     cli_common.add_spec_flags(p, lists=True)
+    cli_common.add_launch_flags(p)
     p.add_argument("--scaling", default="weak", help="strong (fixed global batch) or weak (fixed per-rank batch)")
     p.add_argument("--global-batch-size", dest="global_batch", type=int,
                    help="strong scaling: the fixed global batch (default: batch size x smallest world size)")
