@@ -131,7 +131,7 @@ def up(name: str, nodes: int, bandwidth: str | None = None, latency: str | None 
         raise SpecError(f"--nodes must be 1..{MAX_NODES}, got {nodes}")
     rate = netns.parse_rate(bandwidth) if bandwidth else None
     delay = netns.parse_delay(latency) if latency else None
-    netns.require_root_and_tools("trainscale cluster up")
+    netns.require_root_and_tools("cluster up")
     if state_path(name).exists():
         raise SpecError(f"emulated cluster '{name}' is already up ({state_path(name)}); "
                         f"trainscale cluster down --name {name} first")
@@ -192,7 +192,7 @@ def down(name: str) -> list[str]:
     """Remove the cluster's namespaces, its guard route and its state file; returns the namespaces
     removed. Refused while a run holds the cluster."""
     check_name(name)
-    netns.require_root_and_tools("trainscale cluster down")
+    netns.require_root_and_tools("cluster down")
     state = load(name)
     switch, node_prefix = netns_names(name)
     if state is None:

@@ -49,7 +49,7 @@ def describe_failures(failures: list[dict]) -> str:
     if not failures:
         return "workers failed without a failure record"
     f = failures[0]
-    where = f"rank {f['rank']} (local rank {f['local_rank']} on {f['host']})"
+    where = f"rank {f['rank']} (local rank {f['local_rank']} on {f['host']})" if f["rank"] >= 0 else f["host"]
     if f.get("signal"):
         why = f"killed by {f['signal']}"
     elif f.get("message") and not f["message"].startswith("To enable traceback"):

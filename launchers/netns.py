@@ -33,9 +33,25 @@ class NetnsError(RuntimeError):
     """An iproute2 command failed (the message holds the command and its error)."""
 
 
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+
+
+def has_net_admin() -> bool:
+    """Root with the capabilities namespaces need (a root process may have lost them in a container)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+                return os.geteuid() == 0 and all(caps >> c & 1 for c in (CAP_NET_ADMIN, CAP_SYS_ADMIN))
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
 def require_root_and_tools(what: str) -> None:
-    if os.geteuid() != 0:
-        raise SpecError(f"{what} needs root (it creates and enters network namespaces); run it as root")
+    if not has_net_admin():
+        raise SpecError(f"{what} needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN (it creates and enters network "
+                        "namespaces); run it as root")
     missing = [t for t in ("ip", "tc", "nsenter", "unshare") if shutil.which(t) is None]
     if missing:
         raise SpecError(f"{what} needs iproute2 and util-linux; missing: {', '.join(missing)} "

@@ -44,6 +44,20 @@ class SlurmJob:
         return self.nodes * self.nproc_per_node
 
 
+def time_limit_s(text: str) -> int:
+    """Slurm's time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS -> seconds."""
+    if not _TIME.match(text):
+        raise SpecError(f"--time must be Slurm's MM, HH:MM:SS or D-HH:MM:SS, got {text!r}")
+    days, _, rest = text.rpartition("-")
+    parts = [int(x) for x in rest.split(":")]
+    if days:
+        parts += [0] * (3 - len(parts))  # D-HH[:MM[:SS]]
+        h, m, sec = parts
+    else:
+        h, m, sec = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + sec
+
+
 def check_text(what: str, value: str) -> str:
     if _CONTROL.search(value):
         raise SpecError(f"{what} contains a control character (newline, tab ...): {value!r}")
@@ -60,7 +74,7 @@ def validate(job: SlurmJob) -> None:
     need(job.nproc_per_node >= 1, f"--nproc-per-node must be at least 1, got {job.nproc_per_node}")
     need(job.cpus_per_task >= 1, f"--cpus-per-task must be at least 1, got {job.cpus_per_task}")
     need(bool(_JOB_NAME.match(job.job_name)), f"--job-name must be letters, digits, '.', '_' or '-', got {job.job_name!r}")
-    need(bool(_TIME.match(job.time)), f"--time must be Slurm's MM, HH:MM:SS or D-HH:MM:SS, got {job.time!r}")
+    need(time_limit_s(job.time) > 0, f"--time must be more than 0, got {job.time!r}")
     for what, value in (("--partition", job.partition), ("--account", job.account)):
         if value is not None:
             need(bool(_SLURM_NAME.match(value)), f"{what} must be letters, digits, '.', '_', ',' or '-', got {value!r}")
@@ -78,8 +92,7 @@ def render(job: SlurmJob) -> str:
     validate(job)
     q = shlex.quote
     gpus = f"{job.gpus_per_node} GPU(s)" if job.gpus_per_node else "CPUs"
-    sbatch = [f"--job-name={job.job_name}", f"--nodes={job.nodes}",
-              "--ntasks-per-node=1  # one torchrun agent per node; it starts the node's ranks"]
+    sbatch = [f"--job-name={job.job_name}", f"--nodes={job.nodes}", "--ntasks-per-node=1"]
     if job.gpus_per_node:
         sbatch.append(f"--gpus-per-node={job.gpus_per_node}")
     sbatch += [f"--cpus-per-task={job.cpus_per_task}", f"--time={job.time}"]
@@ -89,8 +102,7 @@ def render(job: SlurmJob) -> str:
         sbatch.append(f"--account={job.account}")
     if job.exclusive:
         sbatch.append("--exclusive")
-    sbatch += ["--requeue", "--signal=USR2@120  # 120 s before the time limit: stop, record, requeue",
-               "--open-mode=append", "--output=%x-%j.out"]
+    sbatch += ["--requeue", "--signal=USR2@120", "--open-mode=append", "--output=%x-%j.out"]
 
     results = q(job.results_dir) if job.results_dir else '"$SLURM_SUBMIT_DIR/results"'
     inputs = [f"RESULTS_DIR=${{RESULTS_DIR:-{results}}}  # must be on a file system every node shares"]
@@ -112,7 +124,9 @@ def render(job: SlurmJob) -> str:
 
     run = ["trainscale run --launcher torchrun", '--nodes "$SLURM_JOB_NUM_NODES" --nproc "$NPROC_PER_NODE"',
            '--rdzv-endpoint "$head_addr:$RDZV_PORT" --run-id "$run_id" --out "$RESULTS_DIR"',
-           f"--workload {q(job.workload)} --backend {job.backend}", *data_args,
+           f"--workload {q(job.workload)} --backend {job.backend}",
+           # the run's own limit: the job's (the USR2 warning comes 120 s before it)
+           f"--timeout {time_limit_s(job.time)}", *data_args,
            *_pairs([q(a) for a in job.run_args])]
     lines = [
         "#!/bin/bash",
@@ -120,6 +134,8 @@ def render(job: SlurmJob) -> str:
         f"# Rendered by: {shlex.join(['trainscale', 'slurm', 'render', *job.rendered_by])}",
         "# Submit as it is: sbatch THIS_FILE. The inputs below can be overridden from the environment,",
         "# e.g. RESULTS_DIR=/shared/results sbatch THIS_FILE. `trainscale` must be on the nodes' PATH.",
+        "# One task per node (a torchrun agent that starts the node's ranks). 120 s before the time limit",
+        "# Slurm sends USR2: the run stops cleanly, node rank 0 records it and requeues the job.",
         *(f"#SBATCH {s}" for s in sbatch),
         "set -euo pipefail",
         "",
@@ -154,3 +170,35 @@ def _pairs(args: list[str]) -> list[str]:
         else:
             out.append(a)
     return out
+
+
+RENDERED_BY = "# Rendered by: "
+
+
+def rendered_by(script_text: str) -> list[str]:
+    """The `trainscale slurm render ...` arguments recorded in a rendered script's header."""
+    for line in script_text.splitlines():
+        if line.startswith(RENDERED_BY):
+            argv = shlex.split(line[len(RENDERED_BY):])
+            if argv[:3] == ["trainscale", "slurm", "render"]:
+                return argv[1:]
+    raise ValueError("not a script rendered by trainscale slurm render (no '# Rendered by:' line)")
+
+
+def main(paths: list[str]) -> int:
+    """Re-render scripts from their own headers: python -m trainscale.launchers.slurm slurm/*.sh"""
+    from pathlib import Path
+
+    from trainscale.scaling.cli import main as cli
+
+    for path in paths:
+        code = cli(rendered_by(Path(path).read_text()))
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -100,7 +100,7 @@ def handle_render(args: argparse.Namespace) -> int:
     backend = args.backend or ("nccl" if args.gpus_per_node > 0 else "gloo")
     if not args.unchecked:
         _check_run_settings(args, backend, nproc)
-    run_args = [f"--parallel={args.parallel}"] if args.parallel != "ddp" else []
+    run_args = ["--parallel", args.parallel] if args.parallel != "ddp" else []
     for flag, value in (("--steps", args.steps), ("--warmup", args.warmup), ("--batch-size", args.batch_size)):
         if value is not None:
             run_args += [flag, str(value)]
