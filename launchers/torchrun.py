@@ -85,6 +85,8 @@ def preflight(spec: RunSpec) -> None:
     if not spec.launch.run_id:
         raise SpecError(f"--launcher torchrun with --nodes {spec.nodes} needs --run-id ID: every node writes "
                         "into OUT/ID (on a shared file system), and ID names the rendezvous")
+    if spec.launch.local_addr and not _HOST.match(spec.launch.local_addr):
+        raise SpecError(f"--local-addr must be a host name or address, got {spec.launch.local_addr!r}")
     rank = node_rank(spec)
     if rank is None:
         raise SpecError(f"--launcher torchrun with --nodes {spec.nodes} needs this node's rank: --node-rank R "
@@ -114,6 +116,7 @@ def torchrun_args(spec: RunSpec, run_dir: Path, rank: int, local_addr: str | Non
                 f"--rdzv-conf=is_host={'true' if rank == 0 else 'false'}"]
     args = [f"--nnodes={spec.nodes}", f"--node-rank={rank}", f"--nproc-per-node={spec.nproc}", *rdzv,
             f"--max-restarts={spec.launch.max_restarts}"]
+    local_addr = local_addr or spec.launch.local_addr
     if local_addr:
         args.append(f"--local-addr={local_addr}")
     return args + worker_command(run_dir)
@@ -203,13 +206,17 @@ def after_record(spec: RunSpec, run_dir: Path, summary: dict) -> None:
 
 def dry_run(spec: RunSpec, argv: list[str]) -> str:
     """What to run on each node: the trainscale command (argv with --node-rank set), and the torchrun
-    command it starts there."""
-    base = _without_flags(argv, {"--dry-run": 0, "--node-rank": 1})
+    command it starts there. --local-addr is per node, so it is left for the user to add."""
+    import dataclasses
+
+    base = _without_flags(argv, {"--dry-run": 0, "--node-rank": 1, "--local-addr": 1})
+    spec = dataclasses.replace(spec, launch=dataclasses.replace(spec.launch, local_addr=""))
     run_dir = run_dir_for(spec) or Path(spec.out) / "RUN_ID"
-    lines = [f"# {spec.nodes} node(s) x {spec.nproc} process(es) = world size {spec.world_size}; "
-             + (f"c10d rendezvous at {spec.launch.rdzv_endpoint} (node rank 0 hosts it)"
-                if spec.launch.rdzv_endpoint else "standalone rendezvous")
-             + f"; results in {run_dir} (shared by all nodes)"]
+    where = (f"c10d rendezvous at {spec.launch.rdzv_endpoint} (node rank 0 hosts it)"
+             if spec.launch.rdzv_endpoint else "standalone rendezvous")
+    lines = [f"# {spec.nodes} node(s) x {spec.nproc} process(es) = world size {spec.world_size}; {where}; "
+             f"results in {run_dir}" + (" (on a file system all nodes share)" if spec.nodes > 1 else ""),
+             "# Add --local-addr ADDR on a node whose hostname does not resolve to an address the others reach."]
     for r in range(spec.nodes):
         lines.append(f"# node rank {r}:")
         lines.append(shlex.join(["trainscale", "run", *base, "--node-rank", str(r)]))

@@ -60,12 +60,14 @@ def add_launch_flags(p: argparse.ArgumentParser) -> None:
                    help="torchrun: c10d rendezvous, hosted by node rank 0")
     g.add_argument("--node-rank", dest="node_rank", type=int,
                    help="torchrun: this node's rank (default: NODE_RANK or SLURM_NODEID)")
+    g.add_argument("--local-addr", dest="local_addr",
+                   help="torchrun: the address other nodes reach this node at (default: its hostname)")
     g.add_argument("--run-id", dest="run_id", help="results folder name under --out, shared by all nodes")
     g.add_argument("--max-restarts", dest="max_restarts", type=int, help="torchrun: agent restarts on failure")
     g.add_argument("--ray-address", dest="ray_address", help="ray: cluster address (default: start a local Ray)")
 
 
-LAUNCH_FLAGS = ("cluster", "rdzv_endpoint", "node_rank", "run_id", "max_restarts", "ray_address")
+LAUNCH_FLAGS = ("cluster", "rdzv_endpoint", "node_rank", "local_addr", "run_id", "max_restarts", "ray_address")
 
 
 SPEC_FLAGS = ("workload", "parallel", "launcher", "nproc", "nodes", "steps", "warmup", "batch_size",

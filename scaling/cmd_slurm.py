@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -109,7 +110,7 @@ def handle_render(args: argparse.Namespace) -> int:
     run_args += args.run_args
     job = SlurmJob(workload=args.workload, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                    nproc_per_node=nproc, cpus_per_task=args.cpus_per_task or 8 * nproc, time=args.time,
-                   job_name=args.job_name or f"trainscale-{args.workload}", partition=args.partition,
+                   job_name=args.job_name or "trainscale-" + re.sub(r"[^A-Za-z0-9._-]", "_", args.workload)[:40], partition=args.partition,
                    account=args.account, exclusive=args.exclusive, results_dir=args.results_dir,
                    data_path=args.data_path, rdzv_port=args.rdzv_port, backend=backend, run_args=run_args,
                    rendered_by=args.argv[2:])

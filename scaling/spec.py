@@ -47,6 +47,7 @@ class LaunchConfig:
     cluster: str = ""  # local: emulated cluster (trainscale cluster up); "" = "default" when nodes > 1
     rdzv_endpoint: str = ""  # torchrun: HOST:PORT of the c10d rendezvous, hosted by node rank 0
     node_rank: int = -1  # torchrun: this node's rank; -1 = from NODE_RANK or SLURM_NODEID
+    local_addr: str = ""  # torchrun: the address other nodes reach this node at ("" = its hostname)
     run_id: str = ""  # results folder name under out, shared by all nodes; also the rendezvous id
     max_restarts: int = 0  # torchrun --max-restarts
     ray_address: str = ""  # ray: cluster to connect to ("" starts a local Ray in the run folder)
