@@ -18,7 +18,7 @@ from pathlib import Path
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
 
-IDENTITY_DIR = ".ray-workers"  # each worker says where it runs before training starts
+from trainscale.launchers.ray_train import IDENTITY_DIR
 
 
 def train_loop_per_worker(config: dict) -> None:

@@ -27,6 +27,7 @@ from trainscale.scaling.spec import RunSpec, SpecError
 from .local import LaunchResult, ProgressCallback, run_agent
 
 CONNECT_TIMEOUT_S = 3.0
+IDENTITY_DIR = ".ray-workers"  # where each Ray worker says where it runs (see ray_driver.py)
 
 
 def ray_installed() -> bool:
@@ -87,6 +88,7 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
     finally:
         leftovers = _stop_session_processes(session)
         shutil.rmtree(session, ignore_errors=True)
+        shutil.rmtree(run_dir / IDENTITY_DIR, ignore_errors=True)  # read into failures.json already
     cores = usable_cores()
     result.facts = {"threads_per_rank": threads, "cores": cores,
                     "oversubscribed": threads * spec.world_size > cores,

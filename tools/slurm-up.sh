@@ -49,6 +49,8 @@ mkdir -p "$DIR"/{etc,state,log,run,munge}
 for i in $(seq 1 "$NODES"); do mkdir -p "$DIR/spool/node$i"; done
 chmod 755 "$DIR"
 chown munge:munge "$DIR/munge"; chmod 755 "$DIR/munge"  # munged: the socket folder must be searchable by all
+runuser -u munge -- test -x "$DIR/munge" \
+  || fail "$DIR is not reachable by the munge user: every parent folder must be searchable (chmod o+x)"
 [ -f "$DIR/munge/munge.key" ] || { dd if=/dev/urandom bs=1 count=1024 of="$DIR/munge/munge.key" status=none
   chown munge:munge "$DIR/munge/munge.key"; chmod 400 "$DIR/munge/munge.key"; }
 
