@@ -77,3 +77,47 @@ def test_sbatch_cpu_smoke_runs_on_two_slurm_nodes_and_is_reported(slurm, tmp_pat
     assert rep.returncode == 0, rep.stderr
     report = read_json(run_dir / "report" / "report.json")
     assert [(r["world_size"], r["nodes"], r["runs_ok"]) for r in report["rows"]] == [(2, 2, 1)]
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def test_usr2_before_the_time_limit_stops_records_and_requeues(slurm, cli, tmp_path: Path):
+    """What --signal=USR2@120 does, sent now with scancel: every node stops cleanly, node rank 0
+    records the run as stopped by SIGUSR2, and the job goes back to the queue (--requeue)."""
+    script = tmp_path / "long.sh"
+    render = cli("slurm", "render", "--workload", "resnet50", "--nodes", "2", "--gpus-per-node", "0",
+                 "--cpus-per-task", "1", "--time", "00:15:00", "--steps", "100000", "--warmup", "1",
+                 "--batch-size", "2", "--set", "model.width=0.125", "--set", "model.resolution=32",
+                 "--set", "model.num_classes=10", "--output", str(script))
+    assert render.returncode == 0, render.stderr
+    env = {**os.environ, **slurm, "RESULTS_DIR": str(tmp_path / "results"), "RDZV_PORT": str(_free_port())}
+    job = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=60).stdout.strip().split(";")[0]
+    assert job.isdigit()
+    run_dir = tmp_path / "results" / f"job{job}-0"
+    try:
+        _wait_for(lambda: (run_dir / schema.PROGRESS).exists(), 240, "training to start")
+        subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
+        summary = _wait_for(lambda: (s := read_json(run_dir / schema.SUMMARY))["status"] != "started" and s,
+                            120, "the run record")
+        assert summary["status"] == "failed" and summary["launch"]["stopped_by"] == "SIGUSR2"
+        assert summary["reason"].startswith("stopped by SIGUSR2 on node 0"), summary["reason"]
+
+        def restarts() -> bool:
+            show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=env,
+                                  timeout=30).stdout
+            return "Restarts=1" in show
+
+        _wait_for(restarts, 60, "the job to be requeued")
+    finally:
+        subprocess.run(["scancel", job], env=env, timeout=30)
