@@ -52,3 +52,36 @@ def test_ray_run_with_two_workers_writes_the_torchrun_schema(tmp_path: Path):
     assert prov["versions"]["ray"] and {r["rank"] for r in prov["ranks"]} == {0, 1}
     # The local Ray started for the run is gone, and its session folder with it.
     assert s_ray["launch"]["leftover_ray_processes_stopped"] == 0
+
+
+def test_ray_run_on_an_existing_ray_cluster_by_address(tmp_path: Path):
+    """--ray-address: the run joins a Ray head started beforehand (as on a real Ray cluster)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from trainscale.launchers.ray_train import _stop_session_processes
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    session = Path(f"/tmp/ts-ray-test-{os.getpid()}")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = Path(sys.executable).parent / "ray"
+    try:
+        head = subprocess.run([str(ray_cli), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                               "--num-cpus=2", f"--temp-dir={session}", "--include-dashboard=false"],
+                              capture_output=True, text=True, env=env, timeout=240)
+        assert head.returncode == 0, head.stderr[-2000:]
+        proc = run_cli("run", "--launcher", "ray", "--ray-address", f"127.0.0.1:{port}", *ARGS,
+                       "--out", str(tmp_path), timeout=540)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = read_json(Path(proc.stdout.strip().splitlines()[-1]) / schema.SUMMARY)
+        assert summary["status"] == "ok" and summary["launch"]["ray_address"] == f"127.0.0.1:{port}"
+        assert summary["world_size"] == 2 and summary["metrics"]["measured_steps"] == 4
+    finally:
+        _stop_session_processes(session)  # only the processes of this head (its session folder)
+        import shutil
+
+        shutil.rmtree(session, ignore_errors=True)
