@@ -114,7 +114,8 @@ def require(name: str, nodes: int) -> ClusterState:
     state = load(name)
     if state is None or not state.complete:
         raise SpecError(f"--nodes {nodes} with --launcher local needs an emulated cluster and '{name}' is not up "
-                        f"(run as root: trainscale cluster up --nodes {nodes} --name {name})")
+                        f"(run as root: trainscale cluster up --nodes {nodes} --name {name}; on real nodes use "
+                        "--launcher torchrun)")
     if nodes > len(state.nodes):
         raise SpecError(f"--nodes {nodes} but emulated cluster '{name}' has {len(state.nodes)} node(s) "
                         f"(trainscale cluster down --name {name}, then cluster up --nodes {nodes})")
