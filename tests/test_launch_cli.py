@@ -99,11 +99,20 @@ def test_slurm_submit_without_slurm_is_one_line_exit_2(cli, tmp_path: Path):
 def test_slurm_up_refuses_without_root(tmp_path: Path):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) not installed")
-    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           str(REPO / "tools" / "slurm-up.sh"), "--dir", str(tmp_path / "s")],
-                          capture_output=True, text=True, timeout=60)
-    _one_line_error(proc, "needs root")
-    assert not (tmp_path / "s").exists()
+    import tempfile
+
+    # A copy where the unprivileged user can read it (the checkout may sit under a private home).
+    public = Path(tempfile.mkdtemp(prefix="trainscale-test-"))
+    try:
+        public.chmod(0o755)
+        shutil.copy(REPO / "tools" / "slurm-up.sh", public / "slurm-up.sh")
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash",
+                               str(public / "slurm-up.sh"), "--dir", str(public / "s")],
+                              capture_output=True, text=True, timeout=60)
+        _one_line_error(proc, "needs root")
+        assert not (public / "s").exists()
+    finally:
+        shutil.rmtree(public)
 
 
 def test_cluster_commands_refuse_without_root_capabilities(cli, tmp_path: Path):
