@@ -50,7 +50,7 @@ class LaunchConfig:
     local_addr: str = ""  # torchrun: the address other nodes reach this node at ("" = its hostname)
     run_id: str = ""  # results folder name under out, shared by all nodes; also the rendezvous id
     max_restarts: int = 0  # torchrun --max-restarts
-    ray_address: str = ""  # ray: cluster to connect to ("" starts a local Ray in the run folder)
+    ray_address: str = ""  # ray: cluster to connect to ("" starts a local Ray for the run)
 
 
 @dataclass
