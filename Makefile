@@ -9,8 +9,11 @@ OUT ?= results
 install:
 	VENV=$(VENV) tools/install.sh
 
+# Test extras: pytest and Ray Train (its tests run a real local Ray); as root with apt, also the
+# system packages of the launcher tests (Slurm, munge, iproute2).
 install-test:
-	VENV=$(VENV) tools/install.sh dev
+	VENV=$(VENV) tools/install.sh dev,ray
+	tools/system-deps.sh --check
 
 # A weak-scaling ResNet-50 sweep over 1, 2 and 4 gloo processes on this machine's CPU; the
 # network is the real ResNet-50 structure at a quarter of the width and 64x64 inputs.

@@ -176,13 +176,18 @@ def _environment(runs: list[Run]) -> dict:
             cpus.add(f"{p['orchestrator_host']['cpu_model']} ({p['orchestrator_host']['cores']} cores)")
         versions = versions or p.get("versions", {})
     git = next((r.provenance.get("git") for r in runs if r.provenance.get("git")), {})
-    return {"hosts": sorted(hosts), "cpus": sorted(cpus), "versions": versions, "git": git,
+    emulated = sorted({(e["physical_host"], e["bandwidth"] or "unshaped") for r in runs
+                       if (e := r.provenance.get("emulated_cluster"))})
+    return {"hosts": sorted(hosts), "cpus": sorted(cpus), "versions": versions, "git": git, "emulated": emulated,
             "backend": runs[0].config.get("backend"), "workload": runs[0].config.get("workload"),
             "parallel": runs[0].config.get("parallel"), "data_kind": runs[0].config.get("data", {}).get("kind")}
 
 
 def _warnings(runs: list[Run], rows: list[SizeRow], env: dict) -> list[str]:
     w = []
+    for host, link in env.get("emulated", []):
+        w.append(f"Emulated nodes: network namespaces on one machine ({host}), links {link}. The nodes share "
+                 "its cores and memory: this measures the network path, not real multi-node hardware.")
     if len(env["hosts"]) <= 1:
         w.append(f"All runs ran on one host ({', '.join(env['hosts']) or 'unknown'}): this is intra-node "
                  "scaling, not multi-node scaling.")

@@ -12,6 +12,8 @@ COMMANDS = {
     "sweep": "trainscale.scaling.cmd_sweep",
     "report": "trainscale.scaling.cmd_report",
     "compare": "trainscale.scaling.cmd_compare",
+    "cluster": "trainscale.scaling.cmd_cluster",
+    "slurm": "trainscale.scaling.cmd_slurm",
 }
 
 
@@ -29,7 +31,9 @@ def build_parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # as typed (trainscale run --dry-run repeats it)
     prog = f"trainscale {args.command}"
     from trainscale.scaling.spec import SpecError
 

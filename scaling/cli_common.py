@@ -55,7 +55,8 @@ def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     """The run-spec flags; defaults are None so that a config file's values are not overridden."""
     p.add_argument("--workload", help="workload name (resnet50, ...)")
     p.add_argument("--parallel", help="parallel strategy (ddp, ...)")
-    p.add_argument("--launcher", help="how processes start (local, ...)")
+    p.add_argument("--launcher", help="how processes start: local (one machine, or --nodes N on an emulated "
+                                      "cluster), torchrun (multi-node), ray")
     if lists:
         p.add_argument("--nproc", default="1,2,4", help="processes per node, comma-separated list")
         p.add_argument("--nodes", default="1", help="node counts, comma-separated list")
@@ -81,9 +82,31 @@ def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     p.add_argument("--out", help="folder under which results are written (default: results)")
 
 
+def add_launch_flags(p: argparse.ArgumentParser) -> None:
+    """Launcher settings (the spec's [launch] table)."""
+    g = p.add_argument_group("launchers")
+    g.add_argument("--cluster", help="local: emulated cluster to run on (default 'default' when --nodes > 1)")
+    g.add_argument("--rdzv-endpoint", dest="rdzv_endpoint", metavar="HOST:PORT",
+                   help="torchrun: c10d rendezvous, hosted by node rank 0")
+    g.add_argument("--node-rank", dest="node_rank", type=int,
+                   help="torchrun: this node's rank (default: NODE_RANK or SLURM_NODEID)")
+    g.add_argument("--local-addr", dest="local_addr",
+                   help="torchrun: the address other nodes reach this node at (default: its hostname)")
+    g.add_argument("--run-id", dest="run_id", help="results folder name under --out, shared by all nodes")
+    g.add_argument("--max-restarts", dest="max_restarts", type=int, help="torchrun: agent restarts on failure")
+    g.add_argument("--ray-address", dest="ray_address", help="ray: cluster address (default: start a local Ray)")
+
+
+LAUNCH_FLAGS = ("cluster", "rdzv_endpoint", "node_rank", "local_addr", "run_id", "max_restarts", "ray_address")
+
+
 SPEC_FLAGS = ("workload", "parallel", "launcher", "nproc", "nodes", "steps", "warmup", "batch_size",
               "target_accuracy", "backend", "seed", "timeout_s", "out")
 
 
 def spec_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in SPEC_FLAGS if k not in skip and getattr(args, k, None) is not None}
+    flags = {k: getattr(args, k) for k in SPEC_FLAGS if k not in skip and getattr(args, k, None) is not None}
+    launch = {k: getattr(args, k) for k in LAUNCH_FLAGS if getattr(args, k, None) is not None}
+    if launch:
+        flags["launch"] = launch
+    return flags

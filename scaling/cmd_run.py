@@ -15,6 +15,9 @@ def register(sub) -> None:
         "--set model.width=0.25 --set model.resolution=64",
         description="run one benchmark (one world size)\n\n" + cli_common.MODES_HELP)
     cli_common.add_spec_flags(p)
+    cli_common.add_launch_flags(p)
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="torchrun: print the command to run on each node, and run nothing")
     p.set_defaults(handler=handle)
 
 
@@ -22,7 +25,17 @@ def handle(args: argparse.Namespace) -> int:
     from .runner import execute
     from .spec import resolve
 
+    if args.dry_run and args.node_rank is None:
+        args.node_rank = 0  # the dry run prints every node's command; any rank resolves the spec
     spec = resolve(args.config, cli_common.spec_flags(args), args.sets)
+    if args.dry_run:
+        if spec.launcher != "torchrun":
+            raise cli_common.UsageError(f"--dry-run prints torchrun's per-node commands: it needs --launcher "
+                                        f"torchrun, got {spec.launcher!r}")
+        from trainscale.launchers.torchrun import dry_run
+
+        print(dry_run(spec, args.argv[1:]))
+        return 0
     label = f"{spec.workload} {spec.parallel} {spec.nodes}x{spec.nproc}"
     with LiveProgress() as live:
         task, on_progress = live.start_run(label, spec.steps)

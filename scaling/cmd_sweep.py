@@ -15,6 +15,7 @@ def register(sub) -> None:
         "trainscale sweep --workload digits --nproc 1,2,4 --repeats 5   (time to accuracy, olympic mean)",
         description="scaling sweep over world sizes, ending in a report with plots\n\n" + cli_common.MODES_HELP)
     cli_common.add_spec_flags(p, lists=True)
+    cli_common.add_launch_flags(p)
     p.add_argument("--scaling", default="weak", help="strong (fixed global batch) or weak (fixed per-rank batch)")
     p.add_argument("--global-batch-size", dest="global_batch", type=int,
                    help="strong scaling: the fixed global batch (default: batch size x smallest world size)")

@@ -37,8 +37,9 @@ def init_from_env(backend: str, timeout_s: float = 600.0) -> DistContext:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s),
-                            device_id=device if device.type == "cuda" else None)
+    if not dist.is_initialized():  # Ray Train, for one, sets the group up before the loop starts
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s),
+                                device_id=device if device.type == "cuda" else None)
     return DistContext(
         rank=rank,
         world_size=dist.get_world_size(),

@@ -10,6 +10,10 @@ console = Console(stderr=True, highlight=False)
 
 
 def outcome_line(label: str, summary: dict) -> str:
+    if summary.get("recorded_by_another_node"):  # a multi-node run seen from a node other than rank 0
+        state = "[green]ok[/green]    " if summary.get("status") == "ok" else "[red]failed[/red]"
+        return (f"{state} {label}: this node's agent ended" + (f" ({summary['reason']})" if summary.get("reason")
+                                                                else "") + "; node rank 0 writes the run record")
     tta = summary.get("tta")
     if summary.get("status") == "ok" and tta:
         if tta["valid"]:

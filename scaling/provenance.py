@@ -98,6 +98,8 @@ def gpu_facts() -> dict[str, Any]:
 def host_facts() -> dict[str, Any]:
     return {
         "hostname": socket.gethostname(),
+        # Slurm's name for the node (several slurmd may share one host); else the hostname.
+        "node_name": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
         "addresses": host_addresses(),
         "cpu_model": cpu_model(),
         "cores": usable_cores(),

@@ -19,7 +19,7 @@ from trainscale.analysis.tta import run_tta
 
 from . import provenance
 from .results import new_run_dir, timestamp
-from .spec import RunSpec
+from .spec import RunSpec, SpecError
 
 
 @dataclass
@@ -34,14 +34,6 @@ class RunOutcome:
 
 def default_run_name(spec: RunSpec) -> str:
     return f"{timestamp()}-{spec.workload}-{spec.parallel}-{spec.nodes}x{spec.nproc}"
-
-
-def _launcher(name: str):
-    if name == "local":
-        from trainscale.launchers import local
-
-        return local.launch
-    raise ValueError(f"unknown launcher {name!r}")
 
 
 def rank_infos(run_dir: Path) -> list[dict]:
@@ -94,9 +86,26 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
 
 def execute(spec: RunSpec, run_dir: Path | None = None,
             on_progress: Callable[[dict], None] | None = None) -> RunOutcome:
-    """Run one validated spec. run_dir: where to put it (made if missing); default a new folder
-    under spec.out."""
-    if run_dir is None:
+    """Run one validated spec. run_dir: where to put it (made if missing); default the launcher's
+    fixed folder (multi-node: OUT/RUN_ID, shared by all nodes) or a new folder under spec.out."""
+    from trainscale.launchers import registry
+
+    launcher = registry.get(spec.launcher)
+    fixed = registry.run_dir_for(spec) if run_dir is None else None
+    if not launcher.records_run(spec):
+        # Another node writes the record; this one only runs its agent into the shared folder.
+        run_dir = run_dir or fixed
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result = launcher.launch(spec, run_dir, on_progress)
+        return RunOutcome(run_dir, {"status": schema.STATUS_OK if result.ok else schema.STATUS_FAILED,
+                                    "reason": result.reason, "recorded_by_another_node": True})
+    if fixed is not None:
+        # Other nodes may have made the folder for their logs already; a config means an earlier run.
+        if (fixed / schema.CONFIG).exists():
+            raise SpecError(f"results folder {fixed} already holds a run: choose another --run-id")
+        fixed.mkdir(parents=True, exist_ok=True)
+        run_dir = fixed
+    elif run_dir is None:
         run_dir = new_run_dir(Path(spec.out), default_run_name(spec))
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +117,7 @@ def execute(spec: RunSpec, run_dir: Path | None = None,
                                                  "started_utc": prov["time_utc"]})
     t0 = time.monotonic()
     try:
-        result = _launcher(spec.launcher)(spec, run_dir, on_progress)
+        result = launcher.launch(spec, run_dir, on_progress)
         ok, reason, failures, facts = result.ok, result.reason, result.failures, result.facts
     except KeyboardInterrupt:
         ok, reason, failures, facts = False, "interrupted by the user (Ctrl-C)", [], {}
@@ -117,10 +126,14 @@ def execute(spec: RunSpec, run_dir: Path | None = None,
         raise
     summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts)
     prov["launch"] = facts
-    prov["ranks"] = [{k: i.get(k) for k in ("rank", "node_rank", "local_rank", "hostname", "addresses", "pid",
+    prov["ranks"] = [{k: i.get(k) for k in ("rank", "node_rank", "local_rank", "hostname", "node_name", "addresses", "pid",
                                               "threads", "device", "cpu_model", "cores", "memory_bytes")}
                      for i in rank_infos(run_dir)]
     prov["hostnames"] = sorted({r["hostname"] for r in prov["ranks"] if r.get("hostname")})
+    if "emulated_cluster" in facts:
+        prov["emulated_cluster"] = facts["emulated_cluster"]
     write_json_atomic(run_dir / schema.PROVENANCE, prov)
     write_json_atomic(run_dir / schema.SUMMARY, summary)
+    if hasattr(launcher, "after_record"):
+        launcher.after_record(spec, run_dir, summary)
     return RunOutcome(run_dir, summary)

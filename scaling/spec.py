@@ -17,7 +17,7 @@ from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import DATA_KINDS, DataConfig
 
 BACKENDS = ("gloo", "nccl")
-LAUNCHERS = ("local",)
+LAUNCHERS = ("local", "torchrun", "ray")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -52,6 +52,18 @@ class EvalConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """Launcher settings beyond --launcher/--nodes/--nproc (see trainscale.launchers)."""
+    cluster: str = ""  # local: emulated cluster (trainscale cluster up); "" = "default" when nodes > 1
+    rdzv_endpoint: str = ""  # torchrun: HOST:PORT of the c10d rendezvous, hosted by node rank 0
+    node_rank: int = -1  # torchrun: this node's rank; -1 = from NODE_RANK or SLURM_NODEID
+    local_addr: str = ""  # torchrun: the address other nodes reach this node at ("" = its hostname)
+    run_id: str = ""  # results folder name under out, shared by all nodes; also the rendezvous id
+    max_restarts: int = 0  # torchrun --max-restarts
+    ray_address: str = ""  # ray: cluster to connect to ("" starts a local Ray for the run)
+
+
+@dataclass
 class RunSpec:
     workload: str = "resnet50"
     parallel: str = "ddp"
@@ -72,6 +84,7 @@ class RunSpec:
     optim: OptimConfig = field(default_factory=OptimConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     @property
     def is_tta(self) -> bool:
@@ -292,3 +305,6 @@ def validate(spec: RunSpec) -> None:
             workload.validate_run(spec)
     except ValueError as e:
         raise SpecError(str(e)) from None
+    from trainscale.launchers.registry import preflight
+
+    preflight(spec)

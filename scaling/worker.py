@@ -118,7 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    run_dir: Path = args.run_dir
+    run_rank(args.run_dir, t_main, startup_s)
+
+
+def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
+    """One rank, end to end. Also the entry of launchers that start ranks themselves (Ray Train):
+    a process group that already exists is used as it is."""
     spec = from_dict(read_json(run_dir / schema.CONFIG))
     threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -1,0 +1,94 @@
+"""A run on an emulated cluster (trainscale cluster up): one torchrun agent inside each node's
+network namespace, with its own hostname, joined through the c10d rendezvous on node 1's address.
+Ranks of different nodes talk over real TCP through the shaped veth links and the bridge.
+
+This process (the orchestrator) stays in the root namespace and only starts the agents and reads
+files; every process that uses a cluster address runs inside a node namespace. The nodes share
+this machine's cores: threads per rank = cores / (nodes x processes per node), recorded with the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+from trainscale.scaling.provenance import usable_cores
+from trainscale.scaling.spec import RunSpec, SpecError
+
+from . import cluster, netns
+from .local import Agent, LaunchResult, ProgressCallback, run_agents
+from .torchrun import agent_command, agent_env
+
+RDZV_PORT = 29400
+
+
+def cluster_name(spec: RunSpec) -> str:
+    return spec.launch.cluster or cluster.DEFAULT_NAME
+
+
+def preflight(spec: RunSpec) -> None:
+    name = cluster.check_name(cluster_name(spec))
+    state = cluster.require(name, spec.nodes)
+    netns.require_root_and_tools(f"--nodes {spec.nodes} on emulated cluster '{name}'")
+    problems = cluster.health(state)
+    if problems:
+        raise SpecError(f"emulated cluster '{name}' is broken ({problems[0]}); "
+                        f"trainscale cluster down --name {name}, then up again")
+
+
+def threads_per_rank(spec: RunSpec) -> int:
+    return spec.threads_per_rank or max(1, usable_cores() // (spec.nproc * spec.nodes))
+
+
+def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
+    name = cluster_name(spec)
+    state = cluster.require(name, spec.nodes)
+    nodes = state.nodes[:spec.nodes]
+    endpoint = f"{nodes[0].address}:{RDZV_PORT}"
+    run_id = spec.launch.run_id or run_dir.name
+    # The agents are torchrun's multi-node path exactly: only the rendezvous comes from the cluster.
+    multi = dataclasses.replace(spec, launch=dataclasses.replace(spec.launch, rdzv_endpoint=endpoint,
+                                                                  run_id=run_id))
+    threads = threads_per_rank(spec)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=run_dir))
+    agents = []
+    for node in nodes:
+        rank = node.index - 1
+        env = agent_env(multi, threads, tmp)
+        # gloo binds to the node's own interface (the shared hostname resolves to loopback).
+        env.update(GLOO_SOCKET_IFNAME=node.interface, NCCL_SOCKET_IFNAME=node.interface)
+        cmd = netns.enter_command(node.netns, node.hostname) + agent_command(multi, run_dir, rank, node.address)
+        agents.append(Agent(cmd, env, run_dir / f"failures-node{rank}.json", f"agent-node{rank}.log",
+                            node=node.hostname))
+    before = {n.index: netns.link_bytes(n.netns, n.interface) for n in nodes}
+    try:
+        with cluster.in_use(name):
+            result = run_agents(agents, run_dir, spec.timeout_s, on_progress)
+    except SpecError as e:  # another run holds the cluster
+        result = LaunchResult(False, str(e), 0.0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    after = {n.index: netns.link_bytes(n.netns, n.interface) for n in nodes}
+    cores = usable_cores()
+    result.facts = {
+        "threads_per_rank": threads, "cores": cores, "oversubscribed": threads * spec.nproc * spec.nodes > cores,
+        "rdzv_endpoint": endpoint, "run_id": run_id,
+        "emulated_cluster": {"name": state.name, "subnet": state.subnet, "bandwidth": state.bandwidth,
+                             "bandwidth_bps": state.bandwidth_bps, "latency": state.latency,
+                             "physical_host": _physical_host(),
+                             "nodes": [{"node_rank": n.index - 1, "hostname": n.hostname, "address": n.address,
+                                        "netns": n.netns,
+                                        # what went over the node's link during the launch
+                                        "link_tx_bytes": after[n.index][0] - before[n.index][0],
+                                        "link_rx_bytes": after[n.index][1] - before[n.index][1]}
+                                       for n in nodes]},
+        "command": [a.cmd for a in agents],
+    }
+    return result
+
+
+def _physical_host() -> str:
+    import socket
+
+    return socket.gethostname()
