@@ -80,3 +80,37 @@ def per_rank_step_times(groups: dict[str, dict[int, Sequence[float]]], path: Pat
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("step time (ms)")
     return _save(fig, path)
+
+
+def _bytes_label(n: float) -> str:
+    for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= size:
+            return f"{n / size:g}{unit}"
+    return f"{n:g}"
+
+
+def busbw_curve(series: dict[tuple[str, int], tuple[Sequence[int], Sequence[float]]], path: Path,
+                fits: Sequence = ()) -> Path:
+    """Bus bandwidth vs message size, one line per (op, world size) as measured; dashed, the
+    alpha-beta fit's busbw over the same sizes, labelled as fitted."""
+    from trainscale.analysis.collectives import bus_factor
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ticks: set[int] = set()
+    for (op, world), (xs, ys) in series.items():
+        label = f"{op} (world {world})"
+        line, = ax.plot(xs, ys, "o-", ms=3, label=label)
+        ticks.update(xs)
+        fit = next((f for f in fits if f.op == op and f.world_size == world), None)
+        if fit is not None:
+            ax.plot(xs, [x / fit.time_s(x) / 1e9 * bus_factor(op, world) for x in xs], "--",
+                    color=line.get_color(), alpha=0.6, lw=1, label=f"{label}, alpha-beta fit")
+    ax.set_xscale("log", base=2)
+    shown = sorted(ticks)[:: max(1, len(ticks) // 8)]
+    ax.set_xticks(shown, [_bytes_label(t) for t in shown])
+    ax.set_xlabel("message size (bytes, nccl-tests convention)")
+    ax.set_ylabel("bus bandwidth (GB/s, 1e9 B/s)")
+    ax.set_title("Collective bus bandwidth (measured; dashed: fitted)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

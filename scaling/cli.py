@@ -11,6 +11,7 @@ COMMANDS = {
     "run": "trainscale.scaling.cmd_run",
     "sweep": "trainscale.scaling.cmd_sweep",
     "report": "trainscale.scaling.cmd_report",
+    "comm": "trainscale.scaling.cmd_comm",
 }
 
 
