@@ -114,3 +114,30 @@ def busbw_curve(series: dict[tuple[str, int], tuple[Sequence[int], Sequence[floa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def comm_overhead(world: Sequence[int], in_collectives: Sequence[float | None], exposed: Sequence[float | None],
+                  step: Sequence[float], efficiency: Sequence[float | None], path: Path) -> Path:
+    """Per world size: mean step time, time in gradient collectives and the exposed part of it (ms,
+    bars), with scaling efficiency on the right axis, so the efficiency loss sits next to its cause."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x = np.arange(len(world))
+    ms = lambda vs: [float("nan") if v is None else v * 1e3 for v in vs]  # noqa: E731
+    ax.bar(x - 0.27, ms(step), 0.27, label="step", color="#bbbbbb")
+    ax.bar(x, ms(in_collectives), 0.27, label="in gradient collectives")
+    ax.bar(x + 0.27, ms(exposed), 0.27, label="exposed comm (step - no_sync)")
+    ax.set_xticks(x, [str(w) for w in world])
+    ax.set_xlabel("processes (world size)")
+    ax.set_ylabel("ms per step")
+    ax.grid(axis="y", alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(x, [float("nan") if e is None else e for e in efficiency], "ko-", label="efficiency")
+    ax2.set_ylim(0, 1.1)
+    ax2.set_ylabel("scaling efficiency")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    ax.set_title("All-reduce overhead inside training")
+    return _save(fig, path)

@@ -54,6 +54,7 @@ PHASE_MEASURED = "measured"
 # Extra steps after the measured window with gradient synchronisation skipped (DDP no_sync): the
 # compute-only baseline of the exposed-communication figure; never part of throughput.
 PHASE_NO_SYNC = "no_sync"
+PHASE_NO_SYNC_WARMUP = "no_sync_warmup"  # the first such step, slower, kept but not used
 # Appended by strategies that time their gradient collectives: seconds during which at least one
 # gradient collective was in flight in the step, and how many collectives ran.
 COMM_COLUMNS = ("comm_s", "comm_ops")

@@ -42,6 +42,14 @@ class FaultConfig:
 
 
 @dataclass
+class CommConfig:
+    """Gradient communication inside training (METHOD.md "All-reduce overhead inside training")."""
+    measure: bool = True  # time every gradient collective (strategies with a comm timer, e.g. ddp)
+    no_sync_steps: int = -1  # compute-only steps after the measured window; -1 auto, 0 off
+    delay_ms: float = 0.0  # testing: each gradient collective completes this much later (a slower link)
+
+
+@dataclass
 class RunSpec:
     workload: str = "resnet50"
     parallel: str = "ddp"
@@ -61,6 +69,7 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
 
     @property
     def world_size(self) -> int:
@@ -252,6 +261,9 @@ def validate(spec: RunSpec) -> None:
              f"fault.rank must be a rank of the run (0..{spec.world_size - 1}), got {spec.fault.rank}")
         need(0 <= spec.fault.at_step < spec.steps,
              f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {spec.fault.at_step}")
+    need(spec.comm.no_sync_steps >= -1,
+         f"comm.no_sync_steps must be -1 (auto), 0 (off) or more, got {spec.comm.no_sync_steps}")
+    need(spec.comm.delay_ms >= 0, f"comm.delay_ms must be 0 or more, got {spec.comm.delay_ms}")
     if spec.backend == "nccl":
         import torch
 
