@@ -122,12 +122,12 @@ def comm_overhead(world: Sequence[int], in_collectives: Sequence[float | None], 
     bars), with scaling efficiency on the right axis, so the efficiency loss sits next to its cause."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
     x = np.arange(len(world))
     ms = lambda vs: [float("nan") if v is None else v * 1e3 for v in vs]  # noqa: E731
     ax.bar(x - 0.27, ms(step), 0.27, label="step", color="#bbbbbb")
     ax.bar(x, ms(in_collectives), 0.27, label="in gradient collectives")
-    ax.bar(x + 0.27, ms(exposed), 0.27, label="exposed comm (step - no_sync)")
+    ax.bar(x + 0.27, ms(exposed), 0.27, label="exposed comm (compute - no_sync compute)")
     ax.set_xticks(x, [str(w) for w in world])
     ax.set_xlabel("processes (world size)")
     ax.set_ylabel("ms per step")
@@ -138,6 +138,6 @@ def comm_overhead(world: Sequence[int], in_collectives: Sequence[float | None], 
     ax2.set_ylabel("scaling efficiency")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     ax.set_title("All-reduce overhead inside training")
     return _save(fig, path)
