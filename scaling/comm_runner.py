@@ -100,6 +100,19 @@ def _verdict(doc: dict, launches: dict[int, LaunchResult]) -> tuple[bool, str | 
     return True, None
 
 
+def _launch_with_progress(spec: CommSpec, comm_dir: Path, launches: dict[int, LaunchResult], sizes: int) -> None:
+    with LiveProgress(total_runs=len(spec.nproc) if len(spec.nproc) > 1 else None) as live:
+        for nproc in spec.nproc:
+            label = f"comm world {nproc}"
+            task, on_progress = live.start_run(label, sizes * len(spec.ops_for_world(nproc)))
+            launches[nproc] = r = launch_world(spec, comm_dir, nproc, on_progress)
+            live.progress.remove_task(task)
+            live.progress.console.print(f"[green]ok[/green]     {label} ({r.wall_s:.1f} s)" if r.ok
+                                        else f"[red]failed[/red] {label}: {r.reason}")
+            if live.overall is not None:
+                live.progress.advance(live.overall)
+
+
 def execute_comm(spec: CommSpec, show_progress: bool = True) -> CommOutcome:
     """Run a validated CommSpec; results under a new folder in spec.out."""
     comm_dir = new_run_dir(Path(spec.out), default_name(spec))
@@ -113,21 +126,11 @@ def execute_comm(spec: CommSpec, show_progress: bool = True) -> CommOutcome:
     launches: dict[int, LaunchResult] = {}
     total = len(spec.sizes())
     try:
-        with LiveProgress(total_runs=len(spec.nproc) if len(spec.nproc) > 1 else None) as live:
+        if show_progress:
+            _launch_with_progress(spec, comm_dir, launches, total)
+        else:
             for nproc in spec.nproc:
-                label = f"comm world {nproc}"
-                if show_progress:
-                    task, on_progress = live.start_run(label, total * len(spec.ops_for_world(nproc)))
-                else:
-                    task, on_progress = None, None
-                launches[nproc] = launch_world(spec, comm_dir, nproc, on_progress)
-                if task is not None:
-                    live.progress.remove_task(task)
-                    r = launches[nproc]
-                    live.progress.console.print(f"[green]ok[/green]     {label} ({r.wall_s:.1f} s)" if r.ok
-                                                else f"[red]failed[/red] {label}: {r.reason}")
-                    if live.overall is not None:
-                        live.progress.advance(live.overall)
+                launches[nproc] = launch_world(spec, comm_dir, nproc)
     except KeyboardInterrupt:
         write_json_atomic(comm_dir / schema.SUMMARY, {
             "status": schema.STATUS_FAILED, "kind": "comm", "run_id": comm_dir.name,
