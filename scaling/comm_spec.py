@@ -80,8 +80,14 @@ def parse_size(text: str, flag: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+# nccl-tests' binary names (all_reduce_perf, alltoall_perf, sendrecv_perf ...) work too.
+OP_ALIASES = {"allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter",
+              "alltoall": "all_to_all", "sendrecv": "send_recv"}
+
+
 def parse_ops(text: str) -> list[str]:
-    names = [o.strip().replace("-", "_") for o in str(text).split(",") if o.strip()]
+    names = [o.strip().lower().replace("-", "_") for o in str(text).split(",") if o.strip()]
+    names = [OP_ALIASES.get(n, n) for n in names]
     if names == ["all"]:
         return list(OPS)
     if not names:

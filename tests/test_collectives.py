@@ -105,6 +105,7 @@ def test_sizes_ops_and_validation():
         parse_size("1X", "-b")
     assert parse_ops("all")[0] == "all_reduce" and len(parse_ops("all")) == 6
     assert parse_ops("send-recv,all_reduce") == ["send_recv", "all_reduce"]
+    assert parse_ops("alltoall,sendrecv,allreduce") == ["all_to_all", "send_recv", "all_reduce"]  # nccl-tests names
     assert CommSpec(min_bytes=1024, max_bytes=8192, step_factor=2).sizes() == [1024, 2048, 4096, 8192]
     assert pattern_modulus("all_reduce", "bfloat16", 128) == 3  # sums up to 2 x 128 = 256: exact in bf16
     with pytest.raises(SpecError, match="cannot hold an exact sum over 256 ranks"):

@@ -9,7 +9,7 @@ from trainscale.scaling.cli import main
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--op", "allreduce"], "unknown collective 'allreduce' for --op"),
+    (["--op", "all_reduce,gather"], "unknown collective 'gather' for --op"),
     (["-b", "1X"], "-b must be a size like 1K, 64M or 1G, got '1X'"),
     (["-b", "1M", "-e", "1K"], "-e (maximum bytes, 1024) must be at least -b (minimum bytes, 1048576)"),
     (["-f", "1"], "-f (step factor) must be at least 2, got 1"),
