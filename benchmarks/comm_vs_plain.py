@@ -2,10 +2,14 @@
 torch.distributed loop (plain_allreduce.py), alternated in one run, same processes and threads.
 
     python benchmarks/comm_vs_plain.py [--nproc 2] [--rounds 4] [--sizes 16M,32M,64M] [-n 20] [-w 5]
+                                       [--paired-rounds 10]
 
-Prints every round and, per size, the median busbw of each and the ratio trainscale / plain
-(target: within 5%, i.e. 0.95-1.05). gloo figures are taken at 2 processes (FACTS.md: more
-processes oversubscribe a 2-core machine).
+Part 1, end to end: the `trainscale comm` command's path (execute_comm: launch, per-rank benchmark,
+results from the raw files) and plain_allreduce.py under torchrun, alternated launch by launch.
+Part 2, paired: both measurements alternated inside the same processes (paired_allreduce.py), so
+drift of a shared machine hits both alike. Prints every round and, per size, the median busbw of
+each and the ratio trainscale / plain (target: within 5%, i.e. 0.95-1.05). gloo figures are taken
+at 2 processes (FACTS.md: more processes oversubscribe a 2-core machine).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ def main() -> None:
     p.add_argument("--sizes", default="16M,32M,64M")
     p.add_argument("-n", "--iters", type=int, default=20)
     p.add_argument("-w", "--warmup", type=int, default=5)
+    p.add_argument("--paired-rounds", type=int, default=10, help="rounds of part 2; 0 skips it")
     a = p.parse_args()
 
     from trainscale.scaling.comm_runner import execute_comm, threads_per_rank
@@ -67,15 +72,30 @@ def main() -> None:
                 plain[s].append(theirs[str(s)]["busbw_gbps"])
                 print(f"round {r}  {s:>10d} B  trainscale comm {ours[s][-1]:.3f} GB/s   plain loop "
                       f"{plain[s][-1]:.3f} GB/s   ratio {ours[s][-1] / plain[s][-1]:.3f}")
-    print("median busbw per size (GB/s, 1e9 B/s):")
+        _summarise("end to end (separate launches)", sizes, ours, plain)
+        if a.paired_rounds:
+            out = Path(tmp) / "paired.json"
+            subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            f"--nproc-per-node={a.nproc}", str(HERE / "paired_allreduce.py"), "--sizes", a.sizes,
+                            "--rounds", str(a.paired_rounds), "--iters", str(a.iters), "--warmup", str(a.warmup),
+                            "--out", str(out)], check=True, env=env, capture_output=True, timeout=1800)
+            paired = json.loads(out.read_text())
+            _summarise(f"paired (same processes, {a.paired_rounds} alternated rounds)", sizes,
+                       {s: paired[str(s)]["trainscale"] for s in sizes}, {s: paired[str(s)]["plain"] for s in sizes})
+
+
+def _summarise(title: str, sizes: list[int], ours: dict[int, list[float]], plain: dict[int, list[float]]) -> None:
+    print(f"{title}: median busbw per size (GB/s, 1e9 B/s)")
     ratios = []
     for s in sizes:
         mo, mp = statistics.median(ours[s]), statistics.median(plain[s])
+        paired = [o / p for o, p in zip(ours[s], plain[s])]
         ratios.append(mo / mp)
-        print(f"  {s:>10d} B  trainscale comm {mo:.3f}   plain {mp:.3f}   ratio trainscale/plain = {mo / mp:.3f}")
+        print(f"  {s:>10d} B  trainscale comm {mo:.3f}   plain {mp:.3f}   ratio trainscale/plain = {mo / mp:.3f} "
+              f"(per-round ratios {min(paired):.2f}-{max(paired):.2f})")
     overall = statistics.median(ratios)
     verdict = "within" if abs(overall - 1) <= 0.05 else "OUTSIDE"
-    print(f"median ratio over sizes: {overall:.3f} ({verdict} the 5% target)")
+    print(f"  median ratio over sizes: {overall:.3f} ({verdict} the 5% target)")
 
 
 if __name__ == "__main__":
