@@ -102,4 +102,62 @@ def tta_curves(curves: dict[int, list[dict]], target: float | None, path: Path) 
     ax.set_title("Time to accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
+def _bytes_label(n: float) -> str:
+    for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= size:
+            return f"{n / size:g}{unit}"
+    return f"{n:g}"
+
+
+def busbw_curve(series: dict[tuple[str, int], tuple[Sequence[int], Sequence[float]]], path: Path,
+                fits: Sequence = ()) -> Path:
+    """Bus bandwidth vs message size, one line per (op, world size) as measured; dashed, the
+    alpha-beta fit's busbw over the same sizes, labelled as fitted."""
+    from trainscale.analysis.collectives import bus_factor
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ticks: set[int] = set()
+    for (op, world), (xs, ys) in series.items():
+        label = f"{op} (world {world})"
+        line, = ax.plot(xs, ys, "o-", ms=3, label=label)
+        ticks.update(xs)
+        fit = next((f for f in fits if f.op == op and f.world_size == world), None)
+        if fit is not None:
+            ax.plot(xs, [x / fit.time_s(x) / 1e9 * bus_factor(op, world) for x in xs], "--",
+                    color=line.get_color(), alpha=0.6, lw=1, label=f"{label}, alpha-beta fit")
+    ax.set_xscale("log", base=2)
+    shown = sorted(ticks)[:: max(1, len(ticks) // 8)]
+    ax.set_xticks(shown, [_bytes_label(t) for t in shown])
+    ax.set_xlabel("message size (bytes, nccl-tests convention)")
+    ax.set_ylabel("bus bandwidth (GB/s, 1e9 B/s)")
+    ax.set_title("Collective bus bandwidth (measured; dashed: fitted)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def comm_overhead(world: Sequence[int], in_collectives: Sequence[float | None], exposed: Sequence[float | None],
+                  step: Sequence[float], efficiency: Sequence[float | None], path: Path) -> Path:
+    """Per world size: mean step time, time in gradient collectives and the exposed part of it (ms,
+    bars), with scaling efficiency on the right axis, so the efficiency loss sits next to its cause."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    x = np.arange(len(world))
+    ms = lambda vs: [float("nan") if v is None else v * 1e3 for v in vs]  # noqa: E731
+    ax.bar(x - 0.27, ms(step), 0.27, label="step", color="#bbbbbb")
+    ax.bar(x, ms(in_collectives), 0.27, label="in gradient collectives")
+    ax.bar(x + 0.27, ms(exposed), 0.27, label="exposed comm (compute - no_sync compute)")
+    ax.set_xticks(x, [str(w) for w in world])
+    ax.set_xlabel("processes (world size)")
+    ax.set_ylabel("ms per step")
+    ax.grid(axis="y", alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(x, [float("nan") if e is None else e for e in efficiency], "ko-", label="efficiency")
+    ax2.set_ylim(0, 1.1)
+    ax2.set_ylabel("scaling efficiency")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    ax.set_title("All-reduce overhead inside training")
     return _save(fig, path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots, schema
+from .comm_overhead import combine_runs
 from .files import read_json, write_json_atomic, write_text_atomic
 from .runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
 from .scaling import STRONG, WEAK, scaling_points
@@ -52,6 +53,8 @@ class SizeRow:
     speedup: float | None = None
     efficiency: float | None = None
     karp_flatt: float | None = None
+    comm: dict | None = None  # all-reduce overhead (analysis.comm_overhead.combine_runs); None if not recorded
+    comm_delay_ms: float = 0.0  # an emulated comm delay the runs were made with (comm.delay_ms)
 
 
 @dataclass
@@ -146,6 +149,8 @@ def build(folder: Path, out_dir: Path | None = None) -> Report:
             breakdown_s=breakdown, slowest_rank=metrics[0]["slowest_rank"], outlier_steps=len(pooled.outliers),
             threads_per_rank=launch.get("threads_per_rank"), oversubscribed=bool(launch.get("oversubscribed")),
             outlier_runs=[ok[i].path.name for i in mad_outliers(xs)],
+            comm=combine_runs([m.get("comm") for m in metrics]),
+            comm_delay_ms=max(float(r.config.get("comm", {}).get("delay_ms", 0.0)) for r in ok),
         ))
 
     for row, point in zip(rows, scaling_points(mode, [r.world_size for r in rows], [r.time_per_step_s for r in rows],
@@ -197,6 +202,10 @@ def _warnings(runs: list[Run], rows: list[SizeRow], env: dict) -> list[str]:
         if r.oversubscribed:
             w.append(f"World size {r.world_size} oversubscribes the CPU cores ({r.nproc} processes x "
                      f"{r.threads_per_rank} threads): its efficiency includes CPU contention.")
+    delayed = sorted({r.comm_delay_ms for r in rows if r.comm_delay_ms > 0})
+    if delayed:
+        w.append(f"Runs made with an emulated communication delay (comm.delay_ms = {', '.join(f'{d:g}' for d in delayed)}"
+                 " per gradient collective): communication figures and efficiency are not this machine's.")
     if rows and min(r.world_size for r in rows) > 1:
         w.append(f"No 1-process run: speedup and efficiency are relative to world size {rows[0].world_size}.")
     if rows and max(r.runs_ok for r in rows) < 2:
@@ -257,6 +266,7 @@ def to_markdown(rep: Report) -> str:
             mark = " (slowest)" if int(rank) == slowest and len(ranks) > 1 else ""
             lines.append(f"| {world} | {rank}{mark} | {s['mean'] * 1e3:.1f} | {s['p50'] * 1e3:.1f} | "
                          f"{s['p95'] * 1e3:.1f} | {s['p99'] * 1e3:.1f} | {s['max'] * 1e3:.1f} |")
+    lines += _comm_markdown(rep)
     if rep.failed:
         lines += ["", "## Failed runs", "", "| run | world | reason |", "|---|---:|---|"]
         lines += [f"| {f['run']} | {f['world_size']} | {f['reason']} |" for f in rep.failed]
@@ -269,6 +279,50 @@ def to_markdown(rep: Report) -> str:
               f"- trainscale {v.get('trainscale')} (commit {(env.get('git') or {}).get('commit')}), "
               f"torch {v.get('torch')}, python {v.get('python')}", ""]
     return "\n".join(lines)
+
+
+def _ms(v: float | None, spec: str = ".1f") -> str:
+    return "-" if v is None or np.isnan(v) else format(v * 1e3, spec)
+
+
+def _comm_markdown(rep: Report) -> list[str]:
+    rows = [r for r in rep.rows if r.comm]
+    if not rows:
+        return []
+    lines = ["", "## Communication inside training (all-reduce overhead)", "",
+             "In collectives: time per step with a gradient collective in flight (comm hook, launch to completion). "
+             "Exposed: compute time of the measured steps minus that of compute-only steps with gradient sync "
+             "skipped (no_sync, run after the measured window, never in throughput). Overlap: share of the "
+             "in-collective time hidden behind compute.", "",
+             "| world | efficiency | step ms | in collectives ms | exposed comm ms | 95% CI | exposed % of step | "
+             "overlap % | no_sync steps | slowest rank |",
+             "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|"]
+    for r in rows:
+        c = r.comm
+        lines.append(f"| {r.world_size} | {_fmt(r.efficiency, '.3f')} | {_ms(c['step_time_s'])} | {_ms(c['comm_s'])} | "
+                     f"{_ms(c['exposed_comm_s'])} | [{_ms(c['exposed_ci_low'])}, {_ms(c['exposed_ci_high'])}] | "
+                     f"{_fmt(c['exposed_pct_of_step'], '.1f')} | {_fmt(c['overlap_pct'], '.0f')} | "
+                     f"{c['no_sync_steps']} | {'-' if c['slowest_rank'] is None else c['slowest_rank']} |")
+    bases = sorted({r.comm["exposed_ci_basis"] for r in rows} | {r.comm["slowest_rank_basis"] for r in rows
+                                                                   if r.comm["slowest_rank_basis"]})
+    lines += ["", f"CI and slowest-rank basis: {'; '.join(bases)}."]
+    over = [str(r.world_size) for r in rows if r.comm["comm_s"] and r.comm["exposed_comm_s"] is not None
+            and r.comm["exposed_comm_s"] > r.comm["comm_s"]]
+    if over:
+        lines += ["", f"At world size {', '.join(over)} the exposed time exceeds the in-collective time (negative "
+                      "overlap): synchronisation also slows compute (on CPU, gloo's threads share the cores with "
+                      "compute; DDP copies gradients into and out of its buckets), or the difference is within noise "
+                      "(see the CI)."]
+    lines += ["",
+              "### Time in collectives per rank (straggler view)", "",
+              "| world | rank | in collectives ms | p95 ms | compute ms | compute-only ms | exposed ms |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        for rank, v in sorted(r.comm["per_rank"].items(), key=lambda kv: int(kv[0])):
+            mark = " (slowest)" if r.comm["slowest_rank"] is not None and int(rank) == r.comm["slowest_rank"] else ""
+            lines.append(f"| {r.world_size} | {rank}{mark} | {_ms(v.get('comm_s'))} | {_ms(v.get('comm_p95_s'))} | "
+                         f"{_ms(v.get('compute_s'))} | {_ms(v.get('compute_only_s'))} | {_ms(v.get('exposed_comm_s'))} |")
+    return lines
 
 
 def write_report(folder: Path, out_dir: Path | None = None) -> Report:
@@ -288,6 +342,12 @@ def write_report(folder: Path, out_dir: Path | None = None) -> Report:
         rep.plots["per_rank"] = plots.per_rank_step_times(rep.rank_step_times, out / "per_rank_step_times.png")
     if rep.tta:
         rep.plots["tta_curves"] = plots.tta_curves(rep.tta.curves_by_world(), rep.tta.target, out / "tta_curves.png")
+        comm_rows = [r for r in rows if r.comm]
+        if comm_rows:
+            rep.plots["comm_overhead"] = plots.comm_overhead(
+                [r.world_size for r in comm_rows], [r.comm["comm_s"] for r in comm_rows],
+                [r.comm["exposed_comm_s"] for r in comm_rows], [r.comm["step_time_s"] for r in comm_rows],
+                [r.efficiency for r in comm_rows], out / "comm_overhead.png")
     rep.markdown = out / "report.md"
     write_text_atomic(rep.markdown, to_markdown(rep))
     write_json_atomic(out / "report.json", {
@@ -302,14 +362,15 @@ def print_report(rep: Report, console) -> None:
     from rich.table import Table
 
     t = Table(title=f"{rep.environment['workload']} / {rep.environment['parallel']}: {rep.mode} scaling")
-    for col in ("world", "throughput", "95% CI", "speedup", "efficiency", "step p50 ms", "p99 ms"):
+    for col in ("world", "throughput", "95% CI", "speedup", "efficiency", "step p50 ms", "p99 ms",
+                "exposed comm %"):
         t.add_column(col, justify="right")
     for r in rep.rows:
         t.add_row(str(r.world_size), f"{r.throughput:.1f}", f"{_fmt(r.ci_low, '.1f')}-{_fmt(r.ci_high, '.1f')}",
                   _fmt(r.speedup, ".2f"), _fmt(r.efficiency, ".2f"), f"{r.step_p50_s * 1e3:.1f}",
-                  f"{r.step_p99_s * 1e3:.1f}")
+                  f"{r.step_p99_s * 1e3:.1f}", _fmt(r.comm.get("exposed_pct_of_step") if r.comm else None, ".1f"))
     for f in rep.failed:
-        t.add_row(str(f["world_size"]), "[red]failed[/red]", "", "", "", "", "")
+        t.add_row(str(f["world_size"]), "[red]failed[/red]", "", "", "", "", "", "")
     console.print(t)
     if rep.tta:
         console.print(tta_console_table(rep.tta))

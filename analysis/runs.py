@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import schema
+from .comm_overhead import comm_overhead
 from .files import read_json
 from .stats import summarize, t_confidence_interval
 
@@ -151,4 +152,5 @@ def run_metrics(by_rank: dict[int, dict[str, np.ndarray]]) -> dict:
         "breakdown_s": breakdown,
         "per_rank_step_time_s": per_rank,
         "slowest_rank": int(slowest),
+        "comm": comm_overhead(by_rank),  # all-reduce overhead (analysis.comm_overhead); None if not recorded
     }

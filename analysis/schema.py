@@ -10,6 +10,12 @@ A run folder holds:
     summary.json       status and the metrics computed from the samples; written last
 
 A sweep folder holds ``sweep.json`` (the index) and ``runs/<run-id>/``.
+
+A comm folder (``trainscale comm``) holds ``comm_config.json`` (the resolved CommSpec),
+provenance.json, summary.json, ``comm_results.json`` (per-size rows and alpha-beta fits, recomputable
+from the raw files), ``comm_table.txt``, ``busbw.png`` and, per world size, ``npN/`` with
+``samples/rankNNNNN.csv`` (every timed iteration), ``ranks/rankNNNNN.json`` (per-rank facts and
+correctness checks) and ``logs/``.
 Analysis reads only these files, so a folder copied off a cluster can be reported anywhere.
 """
 from __future__ import annotations
@@ -49,6 +55,19 @@ SAMPLE_COLUMNS = (
 TTA_SAMPLE_COLUMNS = ("epoch", "eval_s")
 PHASE_WARMUP = "warmup"
 PHASE_MEASURED = "measured"
+# Extra steps after the measured window with gradient synchronisation skipped (DDP no_sync): the
+# compute-only baseline of the exposed-communication figure; never part of throughput.
+PHASE_NO_SYNC = "no_sync"
+PHASE_NO_SYNC_WARMUP = "no_sync_warmup"  # the first such step, slower, kept but not used
+# Appended by strategies that time their gradient collectives: seconds during which at least one
+# gradient collective was in flight in the step, and how many collectives ran.
+COMM_COLUMNS = ("comm_s", "comm_ops")
+
+# trainscale comm
+COMM_CONFIG = "comm_config.json"
+COMM_RESULTS = "comm_results.json"
+COMM_TABLE = "comm_table.txt"
+COMM_SAMPLE_COLUMNS = ("op", "bytes", "count", "iteration", "time_s")
 
 # trainscale's own event-log keys (MLPerf keys come from mlperf_logging.mllog.constants)
 EVENT_TARGET_ACCURACY = "ts_target_accuracy"  # value: the quality target of a time-to-accuracy run
@@ -66,3 +85,7 @@ def samples_path(run_dir: Path, rank: int) -> Path:
 
 def rank_info_path(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / RANKS_DIR / f"rank{rank:05d}.json"
+
+
+def comm_world_dir(comm_dir: Path, world_size: int) -> Path:
+    return Path(comm_dir) / f"np{world_size}"

@@ -14,6 +14,7 @@ COMMANDS = {
     "compare": "trainscale.scaling.cmd_compare",
     "cluster": "trainscale.scaling.cmd_cluster",
     "slurm": "trainscale.scaling.cmd_slurm",
+    "comm": "trainscale.scaling.cmd_comm",
 }
 
 

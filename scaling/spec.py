@@ -64,6 +64,14 @@ class LaunchConfig:
 
 
 @dataclass
+class CommConfig:
+    """Gradient communication inside training (METHOD.md "All-reduce overhead inside training")."""
+    measure: bool = True  # time every gradient collective (strategies with a comm timer, e.g. ddp)
+    no_sync_steps: int = -1  # compute-only steps after the measured window; -1 auto, 0 off
+    delay_ms: float = 0.0  # testing: each gradient collective completes this much later (a slower link)
+
+
+@dataclass
 class RunSpec:
     workload: str = "resnet50"
     parallel: str = "ddp"
@@ -85,6 +93,7 @@ class RunSpec:
     fault: FaultConfig = field(default_factory=FaultConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
 
     @property
     def is_tta(self) -> bool:
@@ -294,6 +303,9 @@ def validate(spec: RunSpec) -> None:
                  f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {spec.fault.at_step}")
     if spec.fault.kind == "slow":
         need(spec.fault.slow_factor >= 1, f"fault.slow_factor must be at least 1, got {spec.fault.slow_factor}")
+    need(spec.comm.no_sync_steps >= -1,
+         f"comm.no_sync_steps must be -1 (auto), 0 (off) or more, got {spec.comm.no_sync_steps}")
+    need(spec.comm.delay_ms >= 0, f"comm.delay_ms must be 0 or more, got {spec.comm.delay_ms}")
     if spec.backend == "nccl":
         import torch
 

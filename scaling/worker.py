@@ -26,6 +26,7 @@ from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import sharded_loader
 
 from . import provenance
+from .comm_probe import CommProbe
 from .distributed import DistContext, init_from_env, shutdown
 from .events import EventLog, mlc
 from .recorder import SampleRecorder
@@ -74,7 +75,8 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
     events.event(mlc.MAX_STEPS, spec.steps)
 
-    recorder = SampleRecorder(run_dir, ctx.rank)
+    probe = CommProbe(strategy, spec)
+    recorder = SampleRecorder(run_dir, ctx.rank, extra_columns=probe.columns)
     progress = Progress(run_dir, ctx.is_main, spec.steps)
     clock = time.perf_counter
     events.start(mlc.RUN_START)
@@ -86,6 +88,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
             torch.distributed.barrier()  # all ranks enter the measured window together
         phase = schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED
         maybe_inject(spec.fault.kind, spec.fault.rank, spec.fault.at_step, ctx.rank, step)
+        probe.begin_step()
         t0 = clock()
         _epoch, (inputs, targets) = next(stream)
         inputs = inputs.to(ctx.device, non_blocking=True)
@@ -102,12 +105,15 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
         t3 = clock()
         recorder.add(step=step, phase=phase, t_start=t0 - run_start, data_s=t1 - t0, compute_s=t2 - t1,
                      optimizer_s=t3 - t2, step_s=t3 - t0, samples=len(targets) * built.samples_per_item,
-                     loss=loss)
+                     loss=loss, **probe.step_columns())
         progress.update(step + 1, phase)
     run_s = clock() - run_start
+    events.end(mlc.RUN_STOP, metadata={"status": "success"})
+    # Compute-only steps for the exposed-communication figure: after run_stop, outside the window.
+    no_sync = probe.run_no_sync_block(stream, ctx, recorder, spec.steps, built.samples_per_item, clock, run_start)
+    events.event("ts_no_sync_steps", no_sync)
     recorder.close()
     progress.update(spec.steps, "done", force=True)
-    events.end(mlc.RUN_STOP, metadata={"status": "success"})
     return {"init_s": init_s, "run_s": run_s, "sample_unit": built.sample_unit}
 
 
