@@ -16,6 +16,8 @@ from typing import Any
 from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import DATA_KINDS, DataConfig
 
+from .parallel.config import Degrees, MeshConfig, PipelineConfig, resolve_degrees
+
 BACKENDS = ("gloo", "nccl")
 LAUNCHERS = ("local",)
 OPTIMIZERS = ("sgd", "adamw")
@@ -61,14 +63,22 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)  # parallel degrees (--dp/--tp/--pp)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @property
     def world_size(self) -> int:
         return self.nproc * self.nodes
 
     @property
+    def degrees(self) -> Degrees:
+        """The strategy's dp x tp x pp degrees at this world size (ValueError if they do not fit)."""
+        return resolve_degrees(self.parallel, self.world_size, self.mesh)
+
+    @property
     def global_batch(self) -> int:
-        return self.batch_size * self.world_size
+        """batch_size is per data-parallel rank: tensor- and pipeline-parallel ranks share a batch."""
+        return self.batch_size * self.degrees.dp
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -256,7 +266,13 @@ def validate(spec: RunSpec) -> None:
         import torch
 
         need(torch.cuda.is_available(), "backend 'nccl' needs CUDA GPUs and none is visible (use --backend gloo)")
+    workload = workload_registry.get(spec.workload)
     try:
-        workload_registry.get(spec.workload).validate(spec.model_config())
+        workload.validate(spec.model_config())
+        if hasattr(workload, "validate_data"):
+            workload.validate_data(spec.model_config(), spec.data)
     except ValueError as e:
         raise SpecError(str(e)) from None
+    from trainscale.scaling.parallel.checks import check_parallel
+
+    check_parallel(spec)

@@ -12,6 +12,7 @@ from .data import DataConfig
 
 WORKLOADS = {
     "resnet50": "trainscale.workloads.image:ResNet50Workload",
+    "gpt": "trainscale.workloads.gpt:GPTWorkload",
 }
 
 
