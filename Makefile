@@ -10,7 +10,7 @@ install:
 	VENV=$(VENV) tools/install.sh
 
 install-test:
-	VENV=$(VENV) tools/install.sh dev
+	VENV=$(VENV) tools/install.sh dev,deepspeed
 
 # A weak-scaling ResNet-50 sweep over 1, 2 and 4 gloo processes on this machine's CPU; the
 # network is the real ResNet-50 structure at a quarter of the width and 64x64 inputs.

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from trainscale.scaling.spec import RunSpec
 
 # The hook a workload must have for a strategy to split its model.
-MODEL_HOOKS = {"tp": ("tensor_parallel_plan", "a tensor-parallel plan"),
-               "pp": ("pipeline_stage", "a pipeline split")}
+MODEL_HOOKS = {"tp": ("tensor_parallel_plan", "tensor-parallel plan"),
+               "pp": ("pipeline_stage", "pipeline split")}
 DEEPSPEED_STRATEGIES = ("zero1", "zero2", "zero3")
 
 

@@ -12,7 +12,8 @@
   resident size before the model was built. RSS includes the interpreter and libraries.
 - optimizer-visible state: the bytes of the parameters the optimizer updates on this rank, their
   gradients and the optimizer's state tensors, counted on the tensors themselves (local shards of
-  DTensors; DeepSpeed's fp32 partitions) when the probe step's optimizer step starts.
+  DTensors; DeepSpeed's fp32 partitions) right after the probe step's optimizer step (gradients are
+  still there; state such as momentum exists from the first step on).
 """
 from __future__ import annotations
 
@@ -214,7 +215,7 @@ class StrategyProbe:
             def count_state(opt, _args, _kwargs) -> None:
                 if self.state is None:
                     self.state = optimizer_state_bytes(opt)
-            self._hook = optimizer.register_step_pre_hook(count_state)
+            self._hook = optimizer.register_step_post_hook(count_state)
         self._counter = CollectiveCounter()
         self._counter.__enter__()
 

@@ -29,6 +29,19 @@ def param_groups(model: nn.Module) -> list[dict]:
     return [{"params": ps} for ps in groups.values()]
 
 
+def reshard_gradients_like_parameters(model: nn.Module) -> None:
+    """torch 2.13's DTensor returns the gradient of the row-wise sharded embedding Replicate (the whole
+    table on every rank), and the optimizer's state would follow it. Re-sharding it like its parameter
+    is a local slice (no communication, same values) and keeps gradient and state at a 1/tp share."""
+    def reshard(p: torch.Tensor) -> None:
+        if p.grad is not None and p.grad.placements != p.placements:
+            p.grad = p.grad.redistribute(p.device_mesh, p.placements)
+
+    for p in model.parameters():
+        if hasattr(p, "placements"):
+            p.register_post_accumulate_grad_hook(reshard)
+
+
 class TensorParallelStrategy:
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
         from ..strategies import make_optimizer
@@ -42,7 +55,9 @@ class TensorParallelStrategy:
         if hasattr(workload, "retie"):
             workload.retie(model)
         if degrees.dp > 1:
-            shard_data_parallel(model, mesh["dp"], workload)
+            shard_data_parallel(model, mesh["dp"], workload)  # FSDP2 reduce-scatters into sharded gradients
+        else:
+            reshard_gradients_like_parameters(model)
         self.model = model
         self.optimizer = make_optimizer(spec.optim, param_groups(model))
         self.loss_fn = loss_fn
