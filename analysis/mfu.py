@@ -33,7 +33,7 @@ def peak_flops(device_name: str, precision: str = "fp32") -> tuple[float | None,
 def mfu(model_flops_per_token: float | None, tokens_per_s: float, devices: int, device_name: str,
         precision: str = "fp32") -> dict:
     if not model_flops_per_token:
-        return {"value": None, "reason": "the workload declares no model FLOPs per sample"}
+        return {"value": None, "reason": "unavailable: the workload declares no model FLOPs per sample"}
     achieved = model_flops_per_token * tokens_per_s
     peak, basis = peak_flops(device_name, precision)
     if peak is None:
