@@ -50,7 +50,7 @@ def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     p.add_argument("--tp", type=int, help="tensor-parallel degree for --parallel tp (default: world size / dp)")
     p.add_argument("--pp", type=int, help="pipeline stages for --parallel pp (default: world size / dp)")
     p.add_argument("--microbatches", type=int, help="pipeline microbatches per step (pipeline.microbatches)")
-    p.add_argument("--schedule", help="pipeline schedule: gpipe or 1f1b (pipeline.schedule)")
+    p.add_argument("--pp-schedule", dest="schedule", help="pipeline schedule: gpipe or 1f1b (pipeline.schedule)")
     p.add_argument("--config", help="TOML run-spec file")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any spec value, e.g. --set model.width=0.25 (repeatable)")

@@ -48,9 +48,9 @@ PARAM_BYTES = 4 * sum(p.numel() for p in GPT(CFG.vocab_size, CFG.seq_len, CFG.n_
 ACTIVATION_BYTES = 4 * CFG.seq_len * CFG.d_model  # one sequence's hidden states, float32
 
 CASES = {  # name: (processes, arguments, layout); ddp, fsdp, tp and pp-1f1b run in the sweep test
-    "pp-gpipe": (2, ["--parallel", "pp", "--batch-size", "8", "--schedule", "gpipe", "--microbatches", "4"], "dp1xpp2"),
+    "pp-gpipe": (2, ["--parallel", "pp", "--batch-size", "8", "--pp-schedule", "gpipe", "--microbatches", "4"], "dp1xpp2"),
     "dp2xtp2": (4, ["--parallel", "tp", "--tp", "2", "--batch-size", "4"], "dp2xtp2"),
-    "dp2xpp2": (4, ["--parallel", "pp", "--pp", "2", "--batch-size", "4", "--schedule", "1f1b",
+    "dp2xpp2": (4, ["--parallel", "pp", "--pp", "2", "--batch-size", "4", "--pp-schedule", "1f1b",
                     "--microbatches", "2"], "dp2xpp2"),
     "zero1": (2, ["--parallel", "zero1", "--batch-size", "4"], "dp2"),
     "zero2": (2, ["--parallel", "zero2", "--batch-size", "4"], "dp2"),
