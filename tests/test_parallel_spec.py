@@ -140,3 +140,19 @@ def test_cli_bad_layouts_exit_2_with_one_line(cli, tmp_path: Path, args, needle)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not out.exists()
+
+
+def test_collective_names_and_payload_conventions():
+    import torch
+
+    from trainscale.scaling.parallel.measure import classify, payload_bytes
+
+    names = {"_reduce_scatter_base": "reduce_scatter", "allreduce": "all_reduce", "_allgather_base": "all_gather",
+             "all_gather_into_tensor": "all_gather", "reduce": "reduce", "recv": "recv", "send": "send",
+             "alltoall_base": "all_to_all", "broadcast": "broadcast", "barrier": None}
+    assert {n: classify(n) for n in names} == names
+    x, out = torch.zeros(10), torch.zeros(40)
+    assert payload_bytes("_c10d_functional", "all_gather", (x, 4, "g"), 4) == 160  # gathered output
+    assert payload_bytes("c10d", "all_gather", (out, x), 4) == 160
+    assert payload_bytes("c10d", "reduce_scatter", (x, out), 4) == 160  # input before scattering
+    assert payload_bytes("c10d", "all_reduce", ([x, x],), 4) == 80

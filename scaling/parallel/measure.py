@@ -3,9 +3,10 @@
 - collectives: every torch.distributed collective and point-to-point call of one probe step, with its
   payload and group size, caught at the dispatcher (a TorchDispatchMode sees c10d ops from DDP's C++
   reducer, FSDP2, DTensor's functional collectives, pipelining's send/recv and DeepSpeed alike). The
-  probe step is the last warmup step: its timing is never measured, and first-step effects (DDP's
-  bucket rebuild, pipeline shape inference) are over by then. Every c10d op then goes through Python,
-  which is why only one step is probed.
+  probe step is the last warmup step: its timing is never measured (every op goes through Python
+  while it runs, which is why only one step is probed), and with two or more warmup steps the first
+  step's one-off traffic (pipeline shape inference, DeepSpeed's set-up) is not in it; DDP still
+  broadcasts its rebuilt bucket order (a few hundred bytes) in the second step.
 - memory: on CUDA torch.cuda.max_memory_allocated/reserved over the training loop; on CPU the
   process's peak resident set size (VmHWM from /proc/self/status, reset at the loop start through
   /proc/self/clear_refs after freed heap memory is returned to the OS with malloc_trim), next to the
@@ -29,7 +30,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 COLLECTIVE_NAMESPACES = ("c10d", "_c10d_functional", "c10d_functional", "_c10d_functional_autograd")
 NOT_COMMUNICATION = ("wait_tensor", "_wrap_tensor_autograd", "barrier", "monitored_barrier_")
 
-# Operation name (without namespace, trailing "_", "_base", "coalesced") -> collective kind.
+# Substring of a c10d operation's name -> collective kind; the first match wins (reduce_scatter and
+# allreduce before reduce, allgather before gather).
 KINDS = (("reduce_scatter", "reduce_scatter"), ("all_gather", "all_gather"), ("allgather", "all_gather"),
          ("allreduce", "all_reduce"), ("all_reduce", "all_reduce"), ("all_to_all", "all_to_all"),
          ("alltoall", "all_to_all"), ("broadcast", "broadcast"), ("reduce", "reduce"), ("recv", "recv"),
