@@ -9,10 +9,10 @@ OUT ?= results
 install:
 	VENV=$(VENV) tools/install.sh
 
-# Test extras: pytest and Ray Train (its tests run a real local Ray); as root with apt, also the
-# system packages of the launcher tests (Slurm, munge, iproute2).
+# Test extras: pytest, Ray Train (its tests run a real local Ray) and DeepSpeed (ZeRO parity tests);
+# as root with apt, also the system packages of the launcher tests (Slurm, munge, iproute2).
 install-test:
-	VENV=$(VENV) tools/install.sh dev,ray
+	VENV=$(VENV) tools/install.sh dev,ray,deepspeed
 	tools/system-deps.sh --check
 
 # A weak-scaling ResNet-50 sweep over 1, 2 and 4 gloo processes on this machine's CPU; the

@@ -1,6 +1,7 @@
 """Matplotlib figures for reports. Every figure is written to a PNG and its path returned."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -39,7 +40,9 @@ def throughput_curve(world: Sequence[int], throughput: Sequence[float], ci_low: 
     fig, ax = plt.subplots(figsize=(6, 4))
     base_w, base_x = world[0], throughput[0]
     ax.plot(world, [base_x * w / base_w for w in world], "--", color="grey", label="ideal (linear)")
-    err = [[x - lo for x, lo in zip(throughput, ci_low)], [hi - x for x, hi in zip(throughput, ci_high)]]
+    # An unbounded (inf) or missing (nan) side of a CI is not drawn.
+    err = [[x - lo if math.isfinite(lo) else 0.0 for x, lo in zip(throughput, ci_low)],
+           [hi - x if math.isfinite(hi) else 0.0 for x, hi in zip(throughput, ci_high)]]
     ax.errorbar(world, throughput, yerr=err, fmt="o-", capsize=4, label="measured (95% CI)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(world), [str(w) for w in world])
@@ -160,4 +163,31 @@ def comm_overhead(world: Sequence[int], in_collectives: Sequence[float | None], 
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     ax.set_title("All-reduce overhead inside training")
+
+
+def strategy_comparison(rows: Sequence[dict], unit: str, path: Path) -> Path:
+    """Grouped bars per strategy, one bar per world size: throughput, peak memory, optimizer-visible
+    state and communication per step. Missing values are left out, never drawn as zero."""
+    strategies = list(dict.fromkeys(r["parallel"] for r in rows))
+    worlds = sorted({r["world_size"] for r in rows})
+    panels = (("throughput", f"global throughput ({unit}/s)", 1.0),
+              ("peak_memory_bytes", "peak memory, max rank (MiB)", 2**-20),
+              ("optimizer_state_bytes", "params+grads+optimizer state, max rank (MiB)", 2**-20),
+              ("comm_payload_bytes", "collective payload per step per rank (MiB)", 2**-20))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    width = 0.8 / max(1, len(worlds))
+    for ax, (key, label, scale) in zip(axes.flat, panels):
+        for j, world in enumerate(worlds):
+            xs, ys = [], []
+            for i, s in enumerate(strategies):
+                row = next((r for r in rows if r["parallel"] == s and r["world_size"] == world), None)
+                if row is not None and row.get(key) is not None:
+                    xs.append(i + (j - (len(worlds) - 1) / 2) * width)
+                    ys.append(row[key] * scale)
+            ax.bar(xs, ys, width=width, label=f"world {world}")
+        ax.set_xticks(range(len(strategies)), strategies)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes.flat[0].legend()
+    fig.suptitle("Parallel strategies compared")
     return _save(fig, path)

@@ -14,6 +14,7 @@ import numpy as np
 from . import plots, schema
 from .comm_overhead import combine_runs
 from .files import read_json, write_json_atomic, write_text_atomic
+from .parallel import StrategyRow, comparison_warnings, strategy_rows
 from .runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
 from .scaling import STRONG, WEAK, scaling_points
 from .stats import mad_outliers, summarize, t_confidence_interval
@@ -73,6 +74,8 @@ class Report:
     tta: TTASection | None = None  # time-to-accuracy runs only
     plots: dict[str, Path] = field(default_factory=dict)
     markdown: Path | None = None
+    strategies: list[StrategyRow] = field(default_factory=list)  # memory, communication, bubble, MFU
+    sub_reports: dict[str, Path] = field(default_factory=dict)  # strategy -> its own scaling report
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -98,9 +101,10 @@ def infer_mode(folder: Path, runs: list[Run]) -> tuple[str, str]:
     return WEAK, "inferred (mixed batches: treat with care)"
 
 
-def build(folder: Path, out_dir: Path | None = None) -> Report:
+def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = None) -> Report:
+    """The report of the runs under folder (or of ``paths`` among them)."""
     folder = Path(folder)
-    paths = find_runs(folder)
+    paths = find_runs(folder) if paths is None else paths
     if not paths:
         raise NoRunsError(f"no runs found under {folder} (a run folder has a {schema.CONFIG})")
     runs = [load_run(p) for p in paths]
@@ -169,6 +173,8 @@ def build(folder: Path, out_dir: Path | None = None) -> Report:
                     mode_basis=basis, sample_unit="/".join(sorted(units)) or "samples", rows=rows, failed=failed,
                     per_rank=per_rank, warnings=warnings, environment=environment,
                     rank_step_times=rank_step_times, tta=tta)
+    report.strategies = strategy_rows(runs)
+    report.warnings += comparison_warnings(report.strategies)
     return report
 
 
@@ -234,6 +240,8 @@ def to_markdown(rep: Report) -> str:
                 else "E(N) = X(N) / (N X(1)), fixed per-rank batch."), ""]
     if rep.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in rep.warnings] + [""]
+    if rep.sub_reports:
+        return _comparison_markdown(rep, lines)
     lines += ["## Throughput and efficiency", "",
               f"| world | nodes x procs | runs ok | global batch | throughput ({u}/s) | 95% CI | per device | "
               "speedup | efficiency | Karp-Flatt |",
@@ -267,17 +275,13 @@ def to_markdown(rep: Report) -> str:
             lines.append(f"| {world} | {rank}{mark} | {s['mean'] * 1e3:.1f} | {s['p50'] * 1e3:.1f} | "
                          f"{s['p95'] * 1e3:.1f} | {s['p99'] * 1e3:.1f} | {s['max'] * 1e3:.1f} |")
     lines += _comm_markdown(rep)
+    lines += _strategy_table(rep)
     if rep.failed:
         lines += ["", "## Failed runs", "", "| run | world | reason |", "|---|---:|---|"]
         lines += [f"| {f['run']} | {f['world_size']} | {f['reason']} |" for f in rep.failed]
     if rep.plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({p.name})" for name, p in rep.plots.items()]
-    v = env.get("versions", {})
-    lines += ["", "## Environment", "",
-              f"- hosts: {', '.join(env['hosts']) or 'unknown'}; CPU: {', '.join(env['cpus']) or 'unknown'}",
-              f"- backend: {env['backend']}; data: {env['data_kind']}",
-              f"- trainscale {v.get('trainscale')} (commit {(env.get('git') or {}).get('commit')}), "
-              f"torch {v.get('torch')}, python {v.get('python')}", ""]
+    lines += _environment_lines(env)
     return "\n".join(lines)
 
 
@@ -325,8 +329,80 @@ def _comm_markdown(rep: Report) -> list[str]:
     return lines
 
 
+def _mib(v: float | None) -> str:
+    return "-" if v is None else f"{v / 2**20:.2f}"
+
+
+def _strategy_table(rep: Report) -> list[str]:
+    rows = rep.strategies
+    if not rows:
+        return []
+    u = rep.sample_unit
+    lines = ["", "## Parallel strategies: throughput, memory, communication", "",
+             f"| strategy | layout | world | global batch | throughput ({u}/s) | per device | peak memory MiB (max rank) "
+             "| params+grads+opt state MiB (max rank) | comm payload MiB/step/rank | comm wire MiB/step/rank (model) "
+             "| bubble measured | bubble theory | MFU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        mfu = f"{r.mfu:.2%}" if r.mfu is not None else "unavailable"
+        lines.append(f"| {r.parallel} | {r.layout} | {r.world_size} | {r.global_batch:g} | {r.throughput:.1f} | "
+                     f"{r.per_device:.1f} | {_mib(r.peak_memory_bytes)} | {_mib(r.optimizer_state_bytes)} | "
+                     f"{_mib(r.comm_payload_bytes)} | {_mib(r.comm_wire_bytes)} | {_fmt(r.bubble_measured, '.3f')} | "
+                     f"{_fmt(r.bubble_theoretical, '.3f')} | {mfu} |")
+    notes = sorted({r.mfu_note for r in rows if r.mfu_note})
+    measures = sorted({r.memory_measure for r in rows if r.memory_measure})
+    lines += ["", f"Peak memory: {'; '.join(measures) or 'not recorded'}. Params+grads+opt state: bytes of the "
+              "parameters the optimizer updates on the rank, their gradients and its state tensors, counted on the "
+              "tensors (DeepSpeed: its fp32 partitions). Communication: payloads of every collective of one probe "
+              "step (the last warmup step), measured at the dispatcher; wire bytes are a ring-algorithm model on "
+              "top of them. Bubble: 1 - stage compute / step time, against (p-1)/(m+p-1)."]
+    if notes:
+        lines += ["", "MFU " + "; ".join(notes) + "."]
+    return lines
+
+
+def _comparison_markdown(rep: Report, lines: list[str]) -> str:
+    lines += _strategy_table(rep)[1:]
+    lines += ["", "## Scaling report of each strategy", ""]
+    lines += [f"- [{s}]({p.relative_to(rep.out_dir)})" for s, p in rep.sub_reports.items()]
+    if rep.failed:
+        lines += ["", "## Failed runs", "", "| run | world | reason |", "|---|---:|---|"]
+        lines += [f"| {f['run']} | {f['world_size']} | {f['reason']} |" for f in rep.failed]
+    if rep.plots:
+        lines += ["", "## Plots", ""] + [f"![{name}]({p.name})" for name, p in rep.plots.items()]
+    lines += _environment_lines(rep.environment)
+    return "\n".join(lines)
+
+
+def _environment_lines(env: dict) -> list[str]:
+    v = env.get("versions", {})
+    return ["", "## Environment", "",
+            f"- hosts: {', '.join(env['hosts']) or 'unknown'}; CPU: {', '.join(env['cpus']) or 'unknown'}",
+            f"- backend: {env['backend']}; data: {env['data_kind']}",
+            f"- trainscale {v.get('trainscale')} (commit {(env.get('git') or {}).get('commit')}), "
+            f"torch {v.get('torch')}, python {v.get('python')}", ""]
+
+
 def write_report(folder: Path, out_dir: Path | None = None) -> Report:
-    rep = build(folder, out_dir)
+    """The report of a folder; a sweep comparing strategies gets a comparison report with one scaling
+    report per strategy under it."""
+    folder = Path(folder)
+    paths = find_runs(folder)
+    by_strategy: dict[str, list[Path]] = {}
+    for p in paths:
+        by_strategy.setdefault(read_json(p / schema.CONFIG)["parallel"], []).append(p)
+    if len(by_strategy) <= 1:
+        return _write(build(folder, out_dir, paths))
+    top = build(folder, out_dir, paths)
+    for strategy, members in by_strategy.items():
+        sub = _write(build(folder, top.out_dir / strategy, members))
+        top.sub_reports[strategy] = sub.markdown
+    top.rows, top.per_rank, top.rank_step_times = [], {}, {}
+    top.environment["parallel"] = ",".join(by_strategy)
+    return _write(top)
+
+
+def _write(rep: Report) -> Report:
     out = rep.out_dir
     out.mkdir(parents=True, exist_ok=True)
     rows = rep.rows
@@ -340,20 +416,25 @@ def write_report(folder: Path, out_dir: Path | None = None) -> Report:
         parts = {k: [r.breakdown_s.get(k, 0.0) for r in rows] for k in rows[0].breakdown_s}
         rep.plots["breakdown"] = plots.step_breakdown(world, parts, out / "breakdown.png")
         rep.plots["per_rank"] = plots.per_rank_step_times(rep.rank_step_times, out / "per_rank_step_times.png")
-    if rep.tta:
-        rep.plots["tta_curves"] = plots.tta_curves(rep.tta.curves_by_world(), rep.tta.target, out / "tta_curves.png")
         comm_rows = [r for r in rows if r.comm]
         if comm_rows:
             rep.plots["comm_overhead"] = plots.comm_overhead(
                 [r.world_size for r in comm_rows], [r.comm["comm_s"] for r in comm_rows],
                 [r.comm["exposed_comm_s"] for r in comm_rows], [r.comm["step_time_s"] for r in comm_rows],
                 [r.efficiency for r in comm_rows], out / "comm_overhead.png")
+    if rep.tta:
+        rep.plots["tta_curves"] = plots.tta_curves(rep.tta.curves_by_world(), rep.tta.target, out / "tta_curves.png")
+    if rep.strategies:
+        rep.plots["strategies"] = plots.strategy_comparison([asdict(r) for r in rep.strategies], rep.sample_unit,
+                                                            out / "strategies.png")
     rep.markdown = out / "report.md"
     write_text_atomic(rep.markdown, to_markdown(rep))
     write_json_atomic(out / "report.json", {
         "source": str(rep.source), "mode": rep.mode, "mode_basis": rep.mode_basis, "sample_unit": rep.sample_unit,
         "rows": [asdict(r) for r in rows], "failed": rep.failed, "warnings": rep.warnings,
         "tta": rep.tta.to_dict() if rep.tta else None,
+        "strategies": [asdict(r) for r in rep.strategies],
+        "sub_reports": {k: str(v.relative_to(out)) for k, v in rep.sub_reports.items()},
     })
     return rep
 
@@ -371,9 +452,21 @@ def print_report(rep: Report, console) -> None:
                   f"{r.step_p99_s * 1e3:.1f}", _fmt(r.comm.get("exposed_pct_of_step") if r.comm else None, ".1f"))
     for f in rep.failed:
         t.add_row(str(f["world_size"]), "[red]failed[/red]", "", "", "", "", "", "")
-    console.print(t)
+    if rep.rows or not rep.strategies:
+        console.print(t)
     if rep.tta:
         console.print(tta_console_table(rep.tta))
+    if rep.strategies:
+        s = Table(title="parallel strategies")
+        for col in ("strategy", "layout", "world", f"{rep.sample_unit}/s", "peak mem MiB", "state MiB",
+                    "comm MiB/step", "bubble (theory)", "MFU"):
+            s.add_column(col, justify="right")
+        for r in rep.strategies:
+            bubble = "-" if r.bubble_measured is None else f"{r.bubble_measured:.2f} ({r.bubble_theoretical:.2f})"
+            s.add_row(r.parallel, r.layout, str(r.world_size), f"{r.throughput:.1f}", _mib(r.peak_memory_bytes),
+                      _mib(r.optimizer_state_bytes), _mib(r.comm_payload_bytes), bubble,
+                      "unavailable" if r.mfu is None else f"{r.mfu:.2%}")
+        console.print(s)
     for w in rep.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     for f in rep.failed:

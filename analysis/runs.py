@@ -122,7 +122,9 @@ def run_metrics(by_rank: dict[int, dict[str, np.ndarray]]) -> dict:
     # The CI belongs to the same estimate: the longest-window rank's steps tile its window, so
     # X = global batch / mean step time of that rank, with the Student-t CI of that mean.
     lo, hi = t_confidence_interval(meas[window_rank]["step_s"])
-    ci = (mean_global_batch / hi, mean_global_batch / lo)
+    # With few, noisy steps the step-time interval can reach below zero: throughput then has no
+    # finite upper bound (inf), never a negative one.
+    ci = (mean_global_batch / hi, mean_global_batch / lo if lo > 0 else float("inf"))
 
     breakdown_cols = [c for c in ("data_s", "compute_s", "optimizer_s") if c in meas[ranks[0]]]
     breakdown = {c: float(np.mean([meas[r][c].mean() for r in ranks])) for c in breakdown_cols}

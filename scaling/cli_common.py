@@ -54,7 +54,8 @@ def target_accuracy_arg(text: str) -> float | str:
 def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     """The run-spec flags; defaults are None so that a config file's values are not overridden."""
     p.add_argument("--workload", help="workload name (resnet50, ...)")
-    p.add_argument("--parallel", help="parallel strategy (ddp, ...)")
+    p.add_argument("--parallel", help="parallel strategy: ddp, fsdp, zero1, zero2, zero3, tp, pp"
+                   + (" (comma-separated list: one sweep comparing them)" if lists else ""))
     p.add_argument("--launcher", help="how processes start: local (one machine, or --nodes N on an emulated "
                                       "cluster), torchrun (multi-node), ray")
     if lists:
@@ -76,6 +77,11 @@ def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     p.add_argument("--backend", choices=("gloo", "nccl"), help="torch.distributed backend")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--timeout", dest="timeout_s", type=float, help="seconds before a launch is killed and failed")
+    p.add_argument("--dp", type=int, help="data-parallel degree (default: what the world size leaves)")
+    p.add_argument("--tp", type=int, help="tensor-parallel degree for --parallel tp (default: world size / dp)")
+    p.add_argument("--pp", type=int, help="pipeline stages for --parallel pp (default: world size / dp)")
+    p.add_argument("--microbatches", type=int, help="pipeline microbatches per step (pipeline.microbatches)")
+    p.add_argument("--pp-schedule", dest="schedule", help="pipeline schedule: gpipe or 1f1b (pipeline.schedule)")
     p.add_argument("--config", help="TOML run-spec file")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any spec value, e.g. --set model.width=0.25 (repeatable)")
@@ -104,9 +110,16 @@ SPEC_FLAGS = ("workload", "parallel", "launcher", "nproc", "nodes", "steps", "wa
               "target_accuracy", "backend", "seed", "timeout_s", "out")
 
 
+# Flags that set a key of a spec section: flag -> (section, key).
+SECTION_FLAGS = {"dp": ("mesh", "dp"), "tp": ("mesh", "tp"), "pp": ("mesh", "pp"),
+                 "microbatches": ("pipeline", "microbatches"), "schedule": ("pipeline", "schedule"),
+                 **{flag: ("launch", flag) for flag in LAUNCH_FLAGS}}
+
+
 def spec_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    flags = {k: getattr(args, k) for k in SPEC_FLAGS if k not in skip and getattr(args, k, None) is not None}
-    launch = {k: getattr(args, k) for k in LAUNCH_FLAGS if getattr(args, k, None) is not None}
-    if launch:
-        flags["launch"] = launch
-    return flags
+    out: dict[str, Any] = {k: getattr(args, k) for k in SPEC_FLAGS
+                           if k not in skip and getattr(args, k, None) is not None}
+    for flag, (section, key) in SECTION_FLAGS.items():
+        if flag not in skip and getattr(args, flag, None) is not None:
+            out.setdefault(section, {})[key] = getattr(args, flag)
+    return out

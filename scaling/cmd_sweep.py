@@ -12,7 +12,9 @@ def register(sub) -> None:
         sub, "sweep", "scaling sweep over world sizes, ending in a report with plots",
         "trainscale sweep --workload resnet50 --nproc 1,2,4 --scaling weak --steps 20 --warmup 5 "
         "--set model.width=0.25 --set model.resolution=64\n  "
-        "trainscale sweep --workload digits --nproc 1,2,4 --repeats 5   (time to accuracy, olympic mean)",
+        "trainscale sweep --workload digits --nproc 1,2,4 --repeats 5   (time to accuracy, olympic mean)\n  "
+        "trainscale sweep --workload gpt --parallel ddp,fsdp,tp,pp --nproc 2,4 --scaling strong --batch-size 8 "
+        "--set model.preset=tiny --set model.tie_embeddings=false   # compare strategies",
         description="scaling sweep over world sizes, ending in a report with plots\n\n" + cli_common.MODES_HELP)
     cli_common.add_spec_flags(p, lists=True)
     cli_common.add_launch_flags(p)
@@ -24,17 +26,44 @@ def register(sub) -> None:
     p.set_defaults(handler=handle)
 
 
+def parse_strategies(text: str | None) -> list[str | None]:
+    """``ddp,fsdp`` -> ["ddp", "fsdp"]; no flag -> [None] (the config file's or the default strategy)."""
+    if text is None:
+        return [None]
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        from .spec import SpecError
+
+        raise SpecError(f"--parallel is empty: {text!r}")
+    return names
+
+
+def unused_degrees(parallel: str | None) -> tuple[str, ...]:
+    """--tp and --pp flags apply to the strategies that have that dimension (a sweep comparing ddp and
+    tp with --tp 2 gives ddp no tensor-parallel degree)."""
+    from .parallel.config import STRATEGY_DIMS
+
+    if parallel is None or parallel not in STRATEGY_DIMS:
+        return ()
+    return tuple(d for d in ("tp", "pp") if d not in STRATEGY_DIMS[parallel])
+
+
 def handle(args: argparse.Namespace) -> int:
     from .spec import resolve
     from .sweep import execute_sweep, parse_int_list, plan
 
     nprocs = parse_int_list(args.nproc, "--nproc")
     nodes = parse_int_list(args.nodes, "--nodes")
-    flags = cli_common.spec_flags(args, skip=("nproc", "nodes"))
-    # The base spec is validated at the largest size; plan() validates every point again.
-    base = resolve(args.config, {**flags, "nproc": nprocs[-1], "nodes": nodes[-1]}, args.sets)
-    points = plan(base, nprocs, nodes, args.scaling, args.repeats, args.global_batch)
-    sweep_dir = execute_sweep(base, points, args.scaling)
+    strategies = parse_strategies(args.parallel)
+    bases = []
+    for parallel in strategies:
+        flags = cli_common.spec_flags(args, skip=("nproc", "nodes", "parallel", *unused_degrees(parallel)))
+        if parallel is not None:
+            flags["parallel"] = parallel
+        # Each base spec is validated at the largest size; plan() validates every point again.
+        bases.append(resolve(args.config, {**flags, "nproc": nprocs[-1], "nodes": nodes[-1]}, args.sets))
+    points = plan(bases, nprocs, nodes, args.scaling, args.repeats, args.global_batch)
+    sweep_dir = execute_sweep(bases[0], points, args.scaling)
     console.print(f"sweep: {sweep_dir}")
     if not args.no_report:
         from trainscale.analysis.report import print_report, write_report

@@ -14,6 +14,7 @@ from typing import Callable
 
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.analysis.parallel import parallel_summary
 from trainscale.analysis.runs import load_rank_samples, run_metrics
 from trainscale.analysis.tta import run_tta
 
@@ -81,6 +82,7 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
             summary["metrics_note"] = f"no throughput figures: {e}"
         summary["init_s"] = max((i["init_s"] for i in infos), default=None)
         summary["sample_unit"] = infos[0]["sample_unit"] if infos else "samples"
+        summary["parallelism"] = parallel_summary(run_dir, summary["metrics"])
     return summary
 
 

@@ -16,6 +16,8 @@ from typing import Any
 from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import DATA_KINDS, DataConfig
 
+from .parallel.config import Degrees, MeshConfig, PipelineConfig, resolve_degrees
+
 BACKENDS = ("gloo", "nccl")
 LAUNCHERS = ("local", "torchrun", "ray")
 OPTIMIZERS = ("sgd", "adamw")
@@ -94,6 +96,8 @@ class RunSpec:
     eval: EvalConfig = field(default_factory=EvalConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)  # parallel degrees (--dp/--tp/--pp)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @property
     def is_tta(self) -> bool:
@@ -105,8 +109,14 @@ class RunSpec:
         return self.nproc * self.nodes
 
     @property
+    def degrees(self) -> Degrees:
+        """The strategy's dp x tp x pp degrees at this world size (ValueError if they do not fit)."""
+        return resolve_degrees(self.parallel, self.world_size, self.mesh)
+
+    @property
     def global_batch(self) -> int:
-        return self.batch_size * self.world_size
+        """batch_size is per data-parallel rank: tensor- and pipeline-parallel ranks share a batch."""
+        return self.batch_size * self.degrees.dp
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -315,8 +325,12 @@ def validate(spec: RunSpec) -> None:
         workload.validate(spec.model_config())
         if hasattr(workload, "validate_run"):  # checks that need the whole spec (data, target)
             workload.validate_run(spec)
+        if hasattr(workload, "validate_data"):
+            workload.validate_data(spec.model_config(), spec.data)
     except ValueError as e:
         raise SpecError(str(e)) from None
     from trainscale.launchers.registry import preflight
+    from trainscale.scaling.parallel.checks import check_parallel
 
+    check_parallel(spec)
     preflight(spec)

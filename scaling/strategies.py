@@ -1,8 +1,11 @@
 """Parallel strategies: how a model is wrapped, how a step's forward/backward runs, and how the
-optimizer steps. The per-rank loop only talks to this interface."""
+optimizer steps. The per-rank loop only talks to this interface. DDP lives here; the model-,
+pipeline- and sharded-parallel strategies live in scaling/parallel/ and are imported on use (so
+DeepSpeed is only imported by the runs that use it)."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 from typing import Any, Callable, Protocol
 
 import torch
@@ -11,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .comm_timing import CollectiveTimer, timed_allreduce_hook
 from .distributed import DistContext
+from .parallel.config import Layout
 from .spec import OptimConfig, RunSpec
 
 
@@ -28,14 +32,18 @@ class Strategy(Protocol):
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None: ...
 
-    def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor:
-        """Run forward and backward for one step; return the (detached) loss."""
+    def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor | None:
+        """Run forward and backward for one step; return the (detached) loss, or None on a rank that
+        does not compute it (pipeline stages before the last)."""
 
     def optimizer_step(self) -> None: ...
 
     # Optional, for the all-reduce overhead (scaling.comm_probe): a strategy may also have
     #   comm_timer: CollectiveTimer | None   timing its gradient collectives (scaling.comm_timing)
     #   no_grad_sync() -> context manager    a forward/backward inside it skips gradient synchronisation
+    # Optional: ``layout`` (a parallel.config.Layout; data parallel over all ranks when absent),
+    # ``extra_sample_columns`` with ``step_extras()`` (per-step values for the samples file), and
+    # ``stepping_optimizer`` (the torch optimizer that actually steps, when ``optimizer`` wraps it).
 
 
 class DDPStrategy:
@@ -66,10 +74,25 @@ class DDPStrategy:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-STRATEGIES: dict[str, type] = {
+STRATEGIES: dict[str, type | str] = {
     "ddp": DDPStrategy,
+    "fsdp": "trainscale.scaling.parallel.fsdp:FSDPStrategy",
+    "zero1": "trainscale.scaling.parallel.zero:ZeRO1Strategy",
+    "zero2": "trainscale.scaling.parallel.zero:ZeRO2Strategy",
+    "zero3": "trainscale.scaling.parallel.zero:ZeRO3Strategy",
+    "tp": "trainscale.scaling.parallel.tensor:TensorParallelStrategy",
+    "pp": "trainscale.scaling.parallel.pipeline:PipelineStrategy",
 }
 
 
 def build(name: str) -> Strategy:
-    return STRATEGIES[name]()
+    entry = STRATEGIES[name]
+    if isinstance(entry, str):
+        module, cls = entry.split(":")
+        entry = getattr(importlib.import_module(module), cls)
+    return entry()
+
+
+def layout_of(strategy: Strategy, rank: int, world_size: int) -> Layout:
+    """Where this rank sits in the strategy's dp x tp x pp layout (plain data parallel by default)."""
+    return getattr(strategy, "layout", None) or Layout.data_parallel(rank, world_size)

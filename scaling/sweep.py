@@ -1,6 +1,10 @@
 """Sweeps over world sizes: strong scaling (fixed global batch) or weak scaling (fixed per-rank
 batch), R repeats each. Repeats are interleaved (every size once, then again) so slow drift of the
 machine spreads over all sizes instead of biasing one. A failed run is recorded and the sweep goes on.
+
+A sweep may compare several parallel strategies (``--parallel ddp,fsdp,tp,pp``): every strategy runs
+at every size, interleaved too (for each repeat, for each size, each strategy in turn). The batch is
+per data-parallel rank, so strong scaling gives every strategy at a size the same global batch.
 """
 from __future__ import annotations
 
@@ -39,40 +43,54 @@ def parse_int_list(text: str, what: str) -> list[int]:
     return sorted(set(values))
 
 
-def plan(base: RunSpec, nprocs: list[int], nodes: list[int], mode: str, repeats: int,
+def _data_parallel_degree(base: RunSpec, nodes: int, nproc: int) -> int:
+    try:
+        return dataclasses.replace(base, nodes=nodes, nproc=nproc).degrees.dp
+    except ValueError as e:
+        raise SpecError(f"parallel {base.parallel!r} at world size {nodes * nproc}: {e}") from None
+
+
+def plan(base: RunSpec | list[RunSpec], nprocs: list[int], nodes: list[int], mode: str, repeats: int,
          global_batch: int | None = None) -> list[SweepPoint]:
+    """The runs of a sweep; ``base`` is one spec per strategy when the sweep compares strategies."""
+    bases = base if isinstance(base, list) else [base]
     if mode not in SCALING_MODES:
         raise SpecError(f"--scaling must be one of {', '.join(SCALING_MODES)}, got {mode!r}")
     if repeats < 1:
         raise SpecError(f"--repeats must be at least 1, got {repeats}")
     sizes = [(n, p) for n in nodes for p in nprocs]
     if mode == STRONG:
-        global_batch = global_batch or base.batch_size * min(n * p for n, p in sizes)
-        for n, p in sizes:
-            if global_batch % (n * p):
-                raise SpecError(f"strong scaling: global batch {global_batch} does not divide over "
-                                f"world size {n * p} (set --global-batch-size)")
+        global_batch = global_batch or bases[0].batch_size * min(n * p for n, p in sizes)
+        for b in bases:
+            for n, p in sizes:
+                dp = _data_parallel_degree(b, n, p)
+                if global_batch % dp:
+                    raise SpecError(f"strong scaling: global batch {global_batch} does not divide over world size "
+                                    f"{n * p} ({b.parallel}: {dp} data-parallel ranks) (set --global-batch-size)")
     points = []
     for r in range(repeats):
         for n, p in sizes:
-            per_rank = global_batch // (n * p) if mode == STRONG else base.batch_size
-            # A fault aimed at a rank that this world size lacks is not injected in its runs.
-            fault = base.fault if base.fault.rank < n * p else FaultConfig()
-            spec = dataclasses.replace(base, nodes=n, nproc=p, batch_size=per_rank, seed=base.seed + r, fault=fault)
-            validate(spec)
-            points.append(SweepPoint(f"{n}x{p}-r{r}", r, spec))
+            for b in bases:
+                per_rank = global_batch // _data_parallel_degree(b, n, p) if mode == STRONG else b.batch_size
+                # A fault aimed at a rank that this world size lacks is not injected in its runs.
+                fault = b.fault if b.fault.rank < n * p else FaultConfig()
+                spec = dataclasses.replace(b, nodes=n, nproc=p, batch_size=per_rank, seed=b.seed + r, fault=fault)
+                validate(spec)
+                name = f"{n}x{p}-r{r}" if len(bases) == 1 else f"{b.parallel}-{n}x{p}-r{r}"
+                points.append(SweepPoint(name, r, spec))
     return points
 
 
 def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path | None = None) -> Path:
     out = Path(out or base.out)
-    sweep_dir = new_run_dir(out, f"{timestamp()}-sweep-{base.workload}-{base.parallel}")
+    strategies = list(dict.fromkeys(p.spec.parallel for p in points)) or [base.parallel]
+    sweep_dir = new_run_dir(out, f"{timestamp()}-sweep-{base.workload}-{'+'.join(strategies)}")
     index = {
         "schema_version": schema.SCHEMA_VERSION,
         "kind": "sweep",
         "scaling": mode,
         "workload": base.workload,
-        "parallel": base.parallel,
+        "parallel": ",".join(strategies),
         "status": "running",
         "runs": [],
     }
@@ -81,11 +99,14 @@ def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path 
         for point in points:
             s = point.spec
             label = f"{s.nodes}x{s.nproc} (world {s.world_size}) repeat {point.repeat}"
+            if len(strategies) > 1:
+                label = f"{s.parallel} {label}"
             task, on_progress = live.start_run(label, s.steps)
             outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, on_progress)
             live.finish_run(task, label, outcome.summary)
             index["runs"].append({
-                "name": point.name, "path": f"{schema.SWEEP_RUNS_DIR}/{point.name}", "nodes": s.nodes,
+                "name": point.name, "path": f"{schema.SWEEP_RUNS_DIR}/{point.name}", "parallel": s.parallel,
+                "degrees": dataclasses.asdict(s.degrees), "nodes": s.nodes,
                 "nproc": s.nproc, "world_size": s.world_size, "repeat": point.repeat, "seed": s.seed,
                 "batch_size_per_rank": s.batch_size, "global_batch": s.global_batch,
                 "status": outcome.summary["status"], "reason": outcome.summary.get("reason"),

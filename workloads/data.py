@@ -27,6 +27,7 @@ class DataConfig:
     path: str = ""  # real data: root folder (or file) of the data set
     loader_workers: int = 0  # DataLoader worker processes per rank
     synthetic_size: int = 0  # synthetic samples per epoch; 0 = enough for the whole run
+    token_dtype: str = "uint16"  # token files (gpt): dtype of the flat array of token ids
 
 
 class SyntheticImages(Dataset):

@@ -13,6 +13,7 @@ from .data import DataConfig
 WORKLOADS = {
     "resnet50": "trainscale.workloads.image:ResNet50Workload",
     "digits": "trainscale.workloads.digits:DigitsWorkload",
+    "gpt": "trainscale.workloads.gpt:GPTWorkload",
 }
 
 
