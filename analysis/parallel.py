@@ -48,13 +48,15 @@ def rank_infos(run_dir: Path) -> dict[int, dict]:
 
 def global_losses(run_dir: Path) -> np.ndarray:
     """Per-step loss of the global batch: the mean of the loss of every data-parallel replica (each
-    replica's loss is recorded by its loss-holding rank; replicas have equal batches)."""
+    replica's loss is recorded by its loss-holding rank; replicas have equal batches). Training steps
+    only: the compute-only no_sync steps after the window update nothing."""
     infos = rank_infos(run_dir)
     samples = load_rank_samples(run_dir)
     holders = [r for r, i in infos.items() if i.get("parallel", {}).get("holds_loss", True)]
     if not holders:
         raise ValueError(f"no rank of {run_dir} holds the loss")
-    return np.mean(np.vstack([samples[r]["loss"] for r in holders]), axis=0)
+    training = {r: np.isin(samples[r]["phase"], (schema.PHASE_WARMUP, schema.PHASE_MEASURED)) for r in holders}
+    return np.mean(np.vstack([samples[r]["loss"][training[r]] for r in holders]), axis=0)
 
 
 def _bubble(infos: dict[int, dict], samples: dict[int, dict], config: dict) -> dict | None:

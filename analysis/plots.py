@@ -105,6 +105,9 @@ def tta_curves(curves: dict[int, list[dict]], target: float | None, path: Path) 
     ax.set_title("Time to accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(fig, path)
+
+
 def _bytes_label(n: float) -> str:
     for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
         if n >= size:
@@ -163,6 +166,7 @@ def comm_overhead(world: Sequence[int], in_collectives: Sequence[float | None], 
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     ax.set_title("All-reduce overhead inside training")
+    return _save(fig, path)
 
 
 def strategy_comparison(rows: Sequence[dict], unit: str, path: Path) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -69,6 +70,7 @@ def _check_run_settings(args: argparse.Namespace, backend: str, nproc: int) -> N
     """The run-spec part, checked as far as it can be away from the cluster: names known here,
     settings that exist with values of the right type. Host checks (GPUs, data path) happen on the
     cluster, where `trainscale run` validates again before any process starts."""
+    from trainscale.scaling.parallel.checks import check_parallel
     from trainscale.scaling.spec import RunSpec, build_dataclass, deep_merge, parse_set
     from trainscale.scaling.strategies import STRATEGIES
     from trainscale.workloads import registry
@@ -89,7 +91,13 @@ def _check_run_settings(args: argparse.Namespace, backend: str, nproc: int) -> N
                                               **flags})
     raw = deep_merge(raw, parse_set(args.sets))
     spec = build_dataclass(RunSpec, raw)
-    build_dataclass(workload.config_cls, spec.model, "model")
+    model_cfg = build_dataclass(workload.config_cls, spec.model, "model")
+    spec.model = dataclasses.asdict(model_cfg)
+    try:
+        workload.validate(model_cfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_parallel(spec)  # degrees against the world size, heads/layers/microbatches against the degrees
     if spec.steps <= spec.warmup:
         raise UsageError(f"steps ({spec.steps}) must be greater than warmup ({spec.warmup})")
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # trainscale: gpt on 8 node(s) x 8 GPU(s), 64 ranks, nccl.
-# Rendered by: trainscale slurm render --workload gpt --parallel tp --unchecked --nodes 8 --gpus-per-node 8 --cpus-per-task 64 --time 04:00:00 --exclusive --job-name trainscale-gpt-dp8-tp8 --steps 300 --warmup 50 --batch-size 8 --output slurm/gpt_dp_tp_64.sh -- --tp 8 --dp 8
+# Rendered by: trainscale slurm render --workload gpt --parallel tp --nodes 8 --gpus-per-node 8 --cpus-per-task 64 --time 04:00:00 --exclusive --job-name trainscale-gpt-dp8-tp8 --steps 300 --warmup 50 --batch-size 8 --set model.preset=gpt2-medium --set model.vocab_size=50304 --set mesh.tp=8 --set mesh.dp=8 --output slurm/gpt_dp_tp_64.sh
 # Submit as it is: sbatch THIS_FILE. The inputs below can be overridden from the environment,
 # e.g. RESULTS_DIR=/shared/results sbatch THIS_FILE. `trainscale` must be on the nodes' PATH.
 # One task per node (a torchrun agent that starts the node's ranks). 120 s before the time limit
@@ -24,8 +24,12 @@ RDZV_PORT=${RDZV_PORT:-29400}
 NPROC_PER_NODE=8
 
 # Node rank 0 is the job's first node; it hosts the c10d rendezvous at its Slurm NodeAddr.
-head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-head_addr=$(sinfo -h -N -n "$head_node" -o %o | head -n 1)
+# (Whole outputs are read, never piped into head: under pipefail a writer cut off early by
+# head's exit dies of SIGPIPE and takes the job with it on large node lists.)
+mapfile -t job_nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+head_node=${job_nodes[0]}
+mapfile -t head_addrs < <(sinfo -h -N -n "$head_node" -o %o)
+head_addr=${head_addrs[0]}
 # One results folder per attempt: a requeued job (SLURM_RESTART_COUNT) starts a new one.
 run_id="job${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"
 
@@ -48,5 +52,7 @@ srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --cpus-per-task="$SLURM_
     --steps 300 \
     --warmup 50 \
     --batch-size 8 \
-    --tp 8 \
-    --dp 8
+    --set model.preset=gpt2-medium \
+    --set model.vocab_size=50304 \
+    --set mesh.tp=8 \
+    --set mesh.dp=8

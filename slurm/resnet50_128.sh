@@ -25,8 +25,12 @@ RDZV_PORT=${RDZV_PORT:-29400}
 NPROC_PER_NODE=8
 
 # Node rank 0 is the job's first node; it hosts the c10d rendezvous at its Slurm NodeAddr.
-head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-head_addr=$(sinfo -h -N -n "$head_node" -o %o | head -n 1)
+# (Whole outputs are read, never piped into head: under pipefail a writer cut off early by
+# head's exit dies of SIGPIPE and takes the job with it on large node lists.)
+mapfile -t job_nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+head_node=${job_nodes[0]}
+mapfile -t head_addrs < <(sinfo -h -N -n "$head_node" -o %o)
+head_addr=${head_addrs[0]}
 # One results folder per attempt: a requeued job (SLURM_RESTART_COUNT) starts a new one.
 run_id="job${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"
 

@@ -126,6 +126,8 @@ def test_hostile_values_reach_trainscale_verbatim_and_run_nothing(cli, tmp_path:
     (["--workload", "nope"], "unknown workload 'nope'"),
     (["--set", "model.nope=1"], "unknown setting 'model.nope'"),
     (["--backend", "nccl", "--gpus-per-node", "0"], "--backend nccl needs"),
+    (["--workload", "gpt", "--parallel", "tp", "--set", "mesh.tp=8"],
+     "model.n_head (12) is not divisible by the tensor-parallel degree tp (8)"),
 ])
 def test_render_bad_input_is_one_line_exit_2(cli, tmp_path: Path, args, needle):
     base = {"--workload": "resnet50", "--nodes": "2", "--gpus-per-node": "8"}

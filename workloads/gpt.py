@@ -69,6 +69,14 @@ class GPTWorkload:
     config_cls = GPTConfig
     spec_defaults: dict = {"optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.0}, "batch_size": 8}
 
+    def default_target(self, data_kind: str) -> float | None:
+        return None  # a language model has no accuracy target: its runs are throughput runs
+
+    def validate_run(self, spec) -> None:
+        if spec.is_tta:
+            raise ValueError(f"workload 'gpt' has no accuracy metric, so no time-to-accuracy run (target_accuracy "
+                             f"{spec.target_accuracy}); use digits or resnet50, or --target-accuracy none")
+
     def validate(self, cfg: GPTConfig) -> None:
         if cfg.preset not in PRESETS:
             raise ValueError(f"unknown model.preset {cfg.preset!r} (known: {', '.join(PRESETS)})")
