@@ -21,8 +21,6 @@ from typing import Callable
 import torch
 
 from trainscale.analysis import schema
-from trainscale.faults.inject import maybe_inject, slow_down
-from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import sharded_eval_loader, sharded_loader
 
 from .distributed import DistContext
@@ -30,7 +28,7 @@ from .evaluation import global_accuracy
 from .events import EventLog, mlc
 from .recorder import SampleRecorder
 from .spec import RunSpec
-from .strategies import build as build_strategy
+from .step import TimedStep, set_up
 
 
 def _eval_due(spec: RunSpec, step: int, epoch: int, last_in_epoch: bool) -> bool:
@@ -42,14 +40,11 @@ def _eval_due(spec: RunSpec, step: int, epoch: int, last_in_epoch: bool) -> bool
 
 def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_main: float,
                       progress_cls: Callable) -> dict:
-    torch.manual_seed(spec.seed)
-    workload = workload_registry.get(spec.workload)
-    built = workload.build(spec.model_config(), spec.data, spec.seed, min_train_samples=0)
+    session = set_up(spec, ctx, min_train_samples=0)
+    built, layout = session.built, session.layout
     if built.eval_set is None:
         raise ValueError(f"workload {spec.workload!r} has no validation set for data.kind {spec.data.kind!r}: "
                          "a time-to-accuracy run needs one")
-    strategy = build_strategy(spec.parallel)
-    strategy.setup(built.model, built.loss_fn, spec, ctx)
     torch.distributed.barrier()
     init_s = time.monotonic() - t_main
     events.end(mlc.INIT_STOP)
@@ -60,11 +55,12 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     events.event(schema.EVENT_EVAL_CADENCE, {"every_steps": spec.eval.every_steps} if spec.eval.every_steps
                  else {"every_epochs": spec.eval.every_epochs})
     events.event(schema.EVENT_MAX_EPOCHS, spec.eval.max_epochs)
-    recorder = SampleRecorder(run_dir, ctx.rank, extra_columns=schema.TTA_SAMPLE_COLUMNS)
 
     run_start = events.start(mlc.RUN_START)
+    step_fn = TimedStep(session, spec, ctx, run_start)
+    recorder = SampleRecorder(run_dir, ctx.rank, extra_columns=schema.TTA_SAMPLE_COLUMNS + step_fn.columns)
     # First touch of the data: after run_start (MLPerf), so reading it is inside the clock.
-    loader = sharded_loader(built.train_set, spec.batch_size, ctx.rank, ctx.world_size, spec.seed,
+    loader = sharded_loader(built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
                             workers=spec.data.loader_workers)
     eval_loader = sharded_eval_loader(built.eval_set, spec.eval.batch_size or spec.batch_size, ctx.rank,
                                       ctx.world_size, workers=spec.data.loader_workers)
@@ -73,12 +69,11 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     events.event(mlc.TRAIN_SAMPLES, len(built.train_set))
     events.event(mlc.EVAL_SAMPLES, eval_samples)
     progress = progress_cls(run_dir, ctx.is_main, spec.eval.max_epochs * steps_per_epoch)
-    clock = time.monotonic
-    fault = spec.fault
+    session.memory.loop_starts()
 
     def evaluate(epoch_num: float, step: int) -> tuple[float, float]:
         t_start = events.start(mlc.EVAL_START, metadata={"epoch_num": epoch_num})
-        correct, total = global_accuracy(strategy, eval_loader, ctx)
+        correct, total = global_accuracy(session.strategy, eval_loader, ctx)
         if total != eval_samples:
             raise RuntimeError(f"evaluation counted {total} samples, the validation set has {eval_samples}")
         accuracy = correct / total
@@ -97,26 +92,9 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
         epoch_open = True
         for i in range(steps_per_epoch):
             if step == spec.warmup:
-                ctx.synchronize()
-                torch.distributed.barrier()  # the throughput window starts with the ranks aligned
+                step_fn.align()  # the throughput window starts with the ranks aligned
             phase = schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED
-            maybe_inject(fault.kind, fault.rank, fault.at_step, ctx.rank, step)
-            t0 = clock()
-            inputs, targets = next(batches)
-            inputs = inputs.to(ctx.device, non_blocking=True)
-            targets = targets.to(ctx.device, non_blocking=True)
-            ctx.synchronize()
-            t1 = clock()
-            loss = strategy.forward_backward(inputs, targets)
-            ctx.synchronize()
-            slow_down(fault.kind, fault.rank, fault.at_step, ctx.rank, step, fault.slow_factor, clock() - t1)
-            t2 = clock()
-            strategy.optimizer_step()
-            ctx.synchronize()
-            t3 = clock()
-            row = dict(step=step, phase=phase, t_start=t0 - run_start, data_s=t1 - t0, compute_s=t2 - t1,
-                       optimizer_s=t3 - t2, step_s=t3 - t0, samples=len(targets) * built.samples_per_item,
-                       loss=loss, epoch=epoch, eval_s=0.0)
+            row = dict(phase=phase, **step_fn(step, batches), epoch=epoch, eval_s=0.0)
             step += 1
             last_in_epoch = i == steps_per_epoch - 1
             if last_in_epoch:
@@ -139,4 +117,4 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     status = mlc.SUCCESS if reached else mlc.ABORTED
     run_stop = events.end(mlc.RUN_STOP, metadata={"status": status, "epochs": epoch, "steps": step})
     return {"init_s": init_s, "run_s": run_stop - run_start, "sample_unit": built.sample_unit,
-            "tta_reached": reached, "epochs": epoch, "steps": step}
+            "tta_reached": reached, "epochs": epoch, "steps": step, **step_fn.facts()}

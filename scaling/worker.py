@@ -21,19 +21,14 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
-from trainscale.faults.inject import maybe_inject, slow_down
-from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import sharded_loader
 
 from . import provenance
-from .comm_probe import CommProbe
 from .distributed import DistContext, init_from_env, shutdown
 from .events import EventLog, mlc
-from .parallel.measure import MemoryWatch, StrategyProbe
 from .recorder import SampleRecorder
 from .spec import RunSpec, from_dict
-from .strategies import build as build_strategy
-from .strategies import layout_of
+from .step import TimedStep, clock, set_up
 
 PROGRESS_INTERVAL_S = 0.5
 
@@ -62,14 +57,9 @@ class Progress:
 
 
 def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_main: float) -> dict:
-    torch.manual_seed(spec.seed)
-    memory = MemoryWatch(ctx.device)
-    workload = workload_registry.get(spec.workload)
-    built = workload.build(spec.model_config(), spec.data, spec.seed, min_train_samples=spec.steps * spec.global_batch)
-    strategy = build_strategy(spec.parallel)
-    strategy.setup(built.model, built.loss_fn, spec, ctx)
-    layout = layout_of(strategy, ctx.rank, ctx.world_size)  # data is sharded over data-parallel ranks only
-    loader = sharded_loader(built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
+    session = set_up(spec, ctx, min_train_samples=spec.steps * spec.global_batch)
+    layout = session.layout
+    loader = sharded_loader(session.built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
                             workers=spec.data.loader_workers)
     torch.distributed.barrier()
     init_s = time.monotonic() - t_main
@@ -79,55 +69,28 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
     events.event(mlc.MAX_STEPS, spec.steps)
 
-    comm_probe = CommProbe(strategy, spec)
-    extra_columns = tuple(getattr(strategy, "extra_sample_columns", ()))
-    recorder = SampleRecorder(run_dir, ctx.rank, comm_probe.columns + extra_columns)
-    strategy_probe = StrategyProbe(strategy, spec.warmup - 1 if spec.warmup else None)
-    memory.loop_starts()
+    run_start = events.start(mlc.RUN_START)
+    step_fn = TimedStep(session, spec, ctx, run_start)
+    recorder = SampleRecorder(run_dir, ctx.rank, step_fn.columns)
     progress = Progress(run_dir, ctx.is_main, spec.steps)
-    clock = time.perf_counter
-    events.start(mlc.RUN_START)
-    run_start = clock()
+    session.memory.loop_starts()
     stream = loader.batches()
+    batches = (batch for _epoch, batch in stream)
     for step in range(spec.steps):
         if step == spec.warmup:
-            ctx.synchronize()
-            torch.distributed.barrier()  # all ranks enter the measured window together
+            step_fn.align()
         phase = schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED
-        maybe_inject(spec.fault.kind, spec.fault.rank, spec.fault.at_step, ctx.rank, step)
-        comm_probe.begin_step()
-        strategy_probe.begin(step)
-        t0 = clock()
-        _epoch, (inputs, targets) = next(stream)
-        inputs = inputs.to(ctx.device, non_blocking=True)
-        targets = targets.to(ctx.device, non_blocking=True)
-        ctx.synchronize()
-        t1 = clock()
-        loss = strategy.forward_backward(inputs, targets)
-        ctx.synchronize()
-        slow_down(spec.fault.kind, spec.fault.rank, spec.fault.at_step, ctx.rank, step, spec.fault.slow_factor,
-                  clock() - t1)
-        t2 = clock()
-        strategy.optimizer_step()
-        ctx.synchronize()
-        t3 = clock()
-        strategy_probe.end(step)
-        # One rank per data-parallel replica counts its samples, so the ranks' sum is the global batch.
-        recorder.add(step=step, phase=phase, t_start=t0 - run_start, data_s=t1 - t0, compute_s=t2 - t1,
-                     optimizer_s=t3 - t2, step_s=t3 - t0,
-                     samples=len(targets) * built.samples_per_item if layout.holds_loss else 0,
-                     loss=loss, **comm_probe.step_columns(), **(strategy.step_extras() if extra_columns else {}))
+        recorder.add(phase=phase, **step_fn(step, batches))
         progress.update(step + 1, phase)
-    run_s = clock() - run_start
-    events.end(mlc.RUN_STOP, metadata={"status": "success"})
+    run_s = events.end(mlc.RUN_STOP, metadata={"status": "success"}) - run_start
     # Compute-only steps for the exposed-communication figure: after run_stop, outside the window.
-    no_sync = comm_probe.run_no_sync_block(stream, ctx, recorder, spec.steps, built.samples_per_item, clock, run_start)
+    no_sync = step_fn.comm_probe.run_no_sync_block(stream, ctx, recorder, spec.steps, session.built.samples_per_item,
+                                                   clock, run_start)
     events.event("ts_no_sync_steps", no_sync)
     recorder.close()
     progress.update(spec.steps, "done", force=True)
-    return {"init_s": init_s, "run_s": run_s, "sample_unit": built.sample_unit,
-            "parallel": {"strategy": spec.parallel, **layout.to_dict()}, "memory": memory.facts(),
-            "device_name": _device_name(ctx.device), "workload_facts": built.extra, **strategy_probe.facts()}
+    return {"init_s": init_s, "run_s": run_s, "sample_unit": session.built.sample_unit,
+            "device_name": _device_name(ctx.device), **step_fn.facts()}
 
 
 def _device_name(device: torch.device) -> str:
