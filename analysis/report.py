@@ -5,7 +5,6 @@ summaries, so what the report shows is what the samples say.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

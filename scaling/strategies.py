@@ -46,7 +46,25 @@ class Strategy(Protocol):
     # ``stepping_optimizer`` (the torch optimizer that actually steps, when ``optimizer`` wraps it).
 
 
-class DDPStrategy:
+class WholeModelStep:
+    """The step of strategies whose wrapped model takes the whole batch and returns the loss's input
+    (DDP, FSDP, TP): forward, loss, backward; the optimizer steps and clears the gradients."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[..., Any]
+
+    def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor:
+        loss = self.loss_fn(self.model(inputs), targets)
+        loss.backward()
+        return loss.detach()
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class DDPStrategy(WholeModelStep):
     """torch DistributedDataParallel: gradients all-reduced in buckets, overlapped with backward."""
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
@@ -63,15 +81,6 @@ class DDPStrategy:
 
     def no_grad_sync(self) -> contextlib.AbstractContextManager:
         return self.model.no_sync()
-
-    def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor:
-        loss = self.loss_fn(self.model(inputs), targets)
-        loss.backward()
-        return loss.detach()
-
-    def optimizer_step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
 
 
 STRATEGIES: dict[str, type | str] = {

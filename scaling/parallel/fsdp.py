@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -14,6 +13,7 @@ from trainscale.workloads import registry as workload_registry
 
 from ..distributed import DistContext
 from ..spec import RunSpec
+from ..strategies import WholeModelStep
 from .config import Layout
 
 
@@ -25,7 +25,7 @@ def shard_data_parallel(model: nn.Module, mesh: DeviceMesh, workload: Any) -> nn
     return model
 
 
-class FSDPStrategy:
+class FSDPStrategy(WholeModelStep):
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
         from ..strategies import make_optimizer
 
@@ -35,12 +35,3 @@ class FSDPStrategy:
         self.model = shard_data_parallel(model.to(ctx.device), mesh, workload_registry.get(spec.workload))
         self.optimizer = make_optimizer(spec.optim, self.model.parameters())
         self.loss_fn = loss_fn
-
-    def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor:
-        loss = self.loss_fn(self.model(inputs), targets)
-        loss.backward()
-        return loss.detach()
-
-    def optimizer_step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ from trainscale.workloads import registry as workload_registry
 
 from ..distributed import DistContext
 from ..spec import RunSpec
+from ..strategies import WholeModelStep
 from .config import Layout
 from .fsdp import shard_data_parallel
 
@@ -42,7 +43,7 @@ def reshard_gradients_like_parameters(model: nn.Module) -> None:
             p.register_post_accumulate_grad_hook(reshard)
 
 
-class TensorParallelStrategy:
+class TensorParallelStrategy(WholeModelStep):
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
         from ..strategies import make_optimizer
 
@@ -61,12 +62,3 @@ class TensorParallelStrategy:
         self.model = model
         self.optimizer = make_optimizer(spec.optim, param_groups(model))
         self.loss_fn = loss_fn
-
-    def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor:
-        loss = self.loss_fn(self.model(inputs), targets)
-        loss.backward()
-        return loss.detach()
-
-    def optimizer_step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
