@@ -83,14 +83,21 @@ def measured(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v[mask] for k, v in cols.items()}
 
 
-def rank_window_s(cols: dict[str, np.ndarray]) -> float:
+def rank_step_tiles(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Per measured step, the wall time from its start to the next step's start, less any evaluation
+    run in between; the last tile is the last step itself. The tiles sum to the rank's window, so
+    gaps between steps (epoch starts, loader restarts) count against throughput."""
     m = measured(cols)
     if m["step"].size == 0:
-        return 0.0
-    window = float(m["t_start"][-1] + m["step_s"][-1] - m["t_start"][0])
+        return np.zeros(0)
+    tiles = np.append(np.diff(m["t_start"]), m["step_s"][-1])
     if "eval_s" in m:  # evaluations after measured steps, except the last one (it ends the window)
-        window -= float(np.nansum(m["eval_s"][:-1]))
-    return window
+        tiles[:-1] -= np.nan_to_num(m["eval_s"][:-1])
+    return tiles
+
+
+def rank_window_s(cols: dict[str, np.ndarray]) -> float:
+    return float(rank_step_tiles(cols).sum())
 
 
 def global_step_times(by_rank: dict[int, dict[str, np.ndarray]]) -> np.ndarray:
@@ -118,9 +125,9 @@ def run_metrics(by_rank: dict[int, dict[str, np.ndarray]]) -> dict:
     total_samples = float(samples_per_step.sum())
     throughput = total_samples / window
     mean_global_batch = total_samples / measured_steps
-    # The CI belongs to the same estimate: the longest-window rank's steps tile its window, so
-    # X = global batch / mean step time of that rank, with the Student-t CI of that mean.
-    lo, hi = t_confidence_interval(meas[window_rank]["step_s"])
+    # The CI belongs to the same estimate: X = global batch / mean tile of the longest-window rank
+    # (its tiles sum to the window), with the Student-t CI of that mean, so X always lies inside it.
+    lo, hi = t_confidence_interval(rank_step_tiles(by_rank[window_rank]))
     # With few, noisy steps the step-time interval can reach below zero: throughput then has no
     # finite upper bound (inf), never a negative one.
     ci = (mean_global_batch / hi, mean_global_batch / lo if lo > 0 else float("inf"))

@@ -10,7 +10,8 @@ from trainscale.analysis import schema
 from trainscale.analysis.runs import load_rank_samples, run_metrics
 
 
-def write_rank(run_dir: Path, rank: int, step_times: list[float], warmup: int, batch: int) -> None:
+def write_rank(run_dir: Path, rank: int, step_times: list[float], warmup: int, batch: int,
+               gaps: list[float] | None = None) -> None:
     path = schema.samples_path(run_dir, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     t = 0.0
@@ -20,7 +21,7 @@ def write_rank(run_dir: Path, rank: int, step_times: list[float], warmup: int, b
         for i, s in enumerate(step_times):
             w.writerow({"step": i, "phase": "warmup" if i < warmup else "measured", "t_start": t, "data_s": 0.01,
                         "compute_s": s - 0.03, "optimizer_s": 0.02, "step_s": s, "samples": batch, "loss": 1.0})
-            t += s
+            t += s + (gaps[i] if gaps else 0.0)
 
 
 def test_metrics_by_hand(tmp_path: Path):
@@ -36,6 +37,19 @@ def test_metrics_by_hand(tmp_path: Path):
     lo, hi = m["throughput"]["ci_low"], m["throughput"]["ci_high"]
     assert lo < m["throughput"]["global_samples_per_s"] < hi
     assert m["breakdown_s"]["data_s"] == pytest.approx(0.01)
+
+
+def test_gaps_between_steps_count_and_the_ci_contains_the_throughput(tmp_path: Path):
+    # A loader restart between steps (a new epoch in a time-to-accuracy run) is wall time the run
+    # spent: it lowers throughput, and the CI must still be around that same estimate.
+    steps = [1.0, 1.0, 1.1, 0.9, 1.0, 1.0]
+    gaps = [0.0, 0.0, 3.0, 0.0, 0.0, 0.0]
+    write_rank(tmp_path, 0, steps, warmup=1, batch=8, gaps=gaps)
+    m = run_metrics(load_rank_samples(tmp_path))
+    assert m["window_s"] == pytest.approx(5.0 + 3.0)
+    x = m["throughput"]["global_samples_per_s"]
+    assert x == pytest.approx(5 * 8 / 8.0)
+    assert m["throughput"]["ci_low"] <= x <= m["throughput"]["ci_high"]
 
 
 def test_ranks_disagreeing_on_steps_is_an_error(tmp_path: Path):
