@@ -338,12 +338,12 @@ class StepTimeModel:
         var = (dt_dc * self.compute_se_s) ** 2 + (u * (self.k_se or 0.0)) ** 2
         z = float(sps.t.ppf(0.975, self.dof)) if self.dof > 0 else 1.96
         half = z * math.sqrt(var)
-        lo, hi = max(step - half, 1e-12), step + half
+        lo, hi = max(step - half, 0.0), step + half
         batch = self.global_batch(world)
         inside = min(self.fitted_worlds) <= world <= max(self.fitted_worlds)
-        return StepPrediction(
+        return StepPrediction(  # a band reaching zero step time leaves the throughput unbounded above (inf)
             world_size=world, step_s=step, step_low_s=lo, step_high_s=hi, throughput=batch / step,
-            throughput_low=batch / hi, throughput_high=batch / lo, compute_s=self.compute_s * g,
+            throughput_low=batch / hi, throughput_high=batch / lo if lo > 0 else math.inf, compute_s=self.compute_s * g,
             comm_s=u if self.comm_model is not None else None, exposed_comm_s=self.k * u, global_batch=batch,
             label=FITTED if inside else EXTRAPOLATED, comm_label=comm_label)
 

@@ -25,7 +25,7 @@ import numpy as np
 from . import schema
 from .collectives import CollectiveModel
 from .drills import FailureInputs
-from .models import (EXTRAPOLATED, MEASURED, LawFit, ModelError, ScalingData, StepTimeModel, Validation,
+from .models import (MEASURED, LawFit, ModelError, ScalingData, StepTimeModel, Validation,
                      fit_laws, fit_step_model, validate)
 from .reliability import DALY, expected_goodput, job_mtbf_s
 from .scaling import STRONG
@@ -194,15 +194,17 @@ def build_plan(report, data: ScalingData, inputs: PlanInputs, comm_model: Collec
 
     base = data.size(model.base_world)
     measured = {s.world_size: s for s in data.sizes}
+    measured_ci = {r.world_size: (r.ci_low, r.ci_high) for r in report.rows}
     rows = []
     for n in inputs.nodes:
         world = n * inputs.gpus_per_node
         p = model.predict(world)
         per_device = p.global_batch / world
-        if world in measured:
-            m = measured[world]
-            x, lo, hi, label = m.throughput, p.throughput_low, p.throughput_high, MEASURED
-            lo, hi = min(lo, x), max(hi, x)
+        if world in measured:  # the measured mean and its 95% CI (the report's), not the model's band
+            x, label = measured[world].throughput, MEASURED
+            ci = measured_ci.get(world, (None, None))
+            lo = max(0.0, ci[0]) if ci[0] is not None else x
+            hi = ci[1] if ci[1] is not None else x
         else:
             x, lo, hi, label = p.throughput, p.throughput_low, p.throughput_high, p.label
         row = PlanRow(nodes=n, world_size=world, throughput=x, throughput_low=lo, throughput_high=hi, label=label,
@@ -303,6 +305,8 @@ def _warnings(plan: Plan, report, data: ScalingData) -> list[str]:
 
 
 def _f(v: float | None, spec: str = ".3g") -> str:
+    if v == math.inf:
+        return "unbounded"
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
@@ -326,7 +330,7 @@ def plan_table(plan: Plan) -> tuple[list[str], list[list[str]]]:
 
 def to_markdown(plan: Plan, image_names: dict[str, str] | None = None) -> str:
     i = plan.inputs
-    lines = [f"# trainscale capacity plan", "", f"Source: `{plan.source}` ({plan.mode} scaling, measured world sizes "
+    lines = ["# trainscale capacity plan", "", f"Source: `{plan.source}` ({plan.mode} scaling, measured world sizes "
              f"{', '.join(map(str, plan.measured_worlds))}); {i.gpus_per_node} device(s) per node.", ""]
     if plan.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in plan.warnings] + [""]
@@ -357,7 +361,7 @@ def to_markdown(plan: Plan, image_names: dict[str, str] | None = None) -> str:
                   "| world | measured | predicted | 95% band | error | Amdahl | Gustafson |", "|---:|---:|---:|:---|---:|---:|---:|"]
         for p in plan.validation.points:
             lines.append(f"| {p.world_size} | {p.measured_throughput:.4g} | {p.predicted_throughput:.4g} ({p.label}) | "
-                         f"[{p.predicted_low:.4g}, {p.predicted_high:.4g}] | {p.error_pct:+.1f}% | "
+                         f"[{_f(p.predicted_low, '.4g')}, {_f(p.predicted_high, '.4g')}] | {p.error_pct:+.1f}% | "
                          f"{_f(p.amdahl_throughput, '.4g')} | {_f(p.gustafson_throughput, '.4g')} |")
     if image_names:
         lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in image_names.items()]

@@ -28,6 +28,7 @@ def throughput_figure(plan, path: Path) -> Path:
     ax.plot(worlds, [base_x * w / base for w in worlds], ":", color="grey", label="ideal (linear)")
     xs, ys = np.array(worlds), np.array([p.throughput for p in preds])
     lo, hi = np.array([p.throughput_low for p in preds]), np.array([p.throughput_high for p in preds])
+    hi = np.where(np.isfinite(hi), hi, np.nan)  # unbounded above: no band drawn there
     ax.plot(xs[xs <= fitted_max], ys[xs <= fitted_max], "-", color="C0", label="model (fitted)")
     ax.plot(xs[xs >= fitted_max], ys[xs >= fitted_max], "--", color="C0", label="model (extrapolated)")
     ax.fill_between(xs, lo, hi, color="C0", alpha=0.15, label="model 95% band")

@@ -32,13 +32,13 @@ def _check(mtbf_s: float, save_s: float) -> None:
         raise ValueError(f"checkpoint save time must be 0 or more seconds, got {save_s}")
 
 
-def young_interval(mtbf_s: float, save_s: float) -> float:
+def young_interval_s(save_s: float, mtbf_s: float) -> float:
     """Young's optimum compute time between checkpoints: sqrt(2 * save * MTBF)."""
     _check(mtbf_s, save_s)
     return math.sqrt(2.0 * save_s * mtbf_s)
 
 
-def daly_interval(mtbf_s: float, save_s: float) -> float:
+def daly_interval_s(save_s: float, mtbf_s: float) -> float:
     """Daly's higher-order optimum compute time between checkpoints (M when save >= 2M)."""
     _check(mtbf_s, save_s)
     if save_s >= 2.0 * mtbf_s:
@@ -49,9 +49,9 @@ def daly_interval(mtbf_s: float, save_s: float) -> float:
 
 def checkpoint_interval(mtbf_s: float, save_s: float, method: str = DALY) -> float:
     if method == YOUNG:
-        return young_interval(mtbf_s, save_s)
+        return young_interval_s(save_s, mtbf_s)
     if method == DALY:
-        return daly_interval(mtbf_s, save_s)
+        return daly_interval_s(save_s, mtbf_s)
     raise ValueError(f"checkpoint interval method must be one of {', '.join(INTERVAL_METHODS)}, got {method!r}")
 
 

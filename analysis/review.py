@@ -295,7 +295,7 @@ def _plan(plan: dict | None, plan_dir: Path | None) -> Section | None:
     if v:
         s.add(Table(["world", "measured", "predicted", "95% band", "error", "Amdahl (fitted)", "Gustafson (fitted)"],
                     [[str(p["world_size"]), f"{p['measured_throughput']:.4g}", f"{p['predicted_throughput']:.4g} ({p['label']})",
-                      f"[{p['predicted_low']:.4g}, {p['predicted_high']:.4g}]", f"{p['error_pct']:+.1f}%",
+                      f"[{pf(p['predicted_low'], '.4g')}, {pf(p['predicted_high'], '.4g')}]", f"{p['error_pct']:+.1f}%",
                       pf(p["amdahl_throughput"], ".4g"), pf(p["gustafson_throughput"], ".4g")] for p in v["points"]],
                     caption=f"Model validation: fitted on world sizes {', '.join(map(str, v['fitted_worlds']))}, predicting "
                             "the larger measured ones."))

@@ -151,7 +151,7 @@ def to_markdown(doc: Document, image_dir: Path, image_prefix: str) -> str:
                 lines.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
                 lines.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(b.header))) + "|")
                 lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in b.rows]
-                lines += ([f"", f"*{b.caption}*"] if b.caption else []) + [""]
+                lines += (["", f"*{b.caption}*"] if b.caption else []) + [""]
             elif isinstance(b, Figure):
                 name = Path(b.path).name
                 if name in used:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from . import cli_common
 from .cli_common import UsageError
-from .progress import console
 
 
 def register(sub) -> None:
