@@ -3,6 +3,7 @@ PNG screenshot. Chromium comes from the system (tools/system-deps.sh browser: De
 The browser gets a new empty profile folder, no network features, and a time limit."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +29,11 @@ class PageLoad:
     dom: str
     console_errors: list[str]  # console messages at error level and uncaught exceptions
     stderr: str
+
+    def figures(self) -> tuple[int, int] | None:
+        """(decoded, total) figures, as the report's own load handler recorded them on <body>."""
+        m = re.search(r'data-figures="(\d+)/(\d+)"', self.dom)
+        return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
