@@ -58,11 +58,25 @@ def _artifact_location(uri: str) -> str | None:
 
 
 def _client(uri: str):
+    """A client of the tracking store at uri (MLflow opens or creates the store here), or ExportError."""
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise ExportError("MLflow is not installed: pip install -c constraints.txt 'trainscale[mlflow]'") from None
-    return MlflowClient(tracking_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as e:  # MLflow raises its own exception types (and others) for unusable stores
+        raise ExportError(f"MLflow tracking URI {uri!r} unusable: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def check_uri(uri: str) -> None:
+    """Open the tracking store once, before any result file is written."""
+    _client(uri)
 
 
 def _experiment_id(client, name: str, uri: str) -> str:
@@ -142,7 +156,7 @@ def export(rep, uri: str, experiment: str = "trainscale", artifacts: list[Path] 
     try:
         exp_id = _experiment_id(client, experiment, uri)
     except Exception as e:  # MLflow raises its own exception types for unusable stores
-        raise ExportError(f"MLflow tracking URI {uri!r} unusable: {str(e).splitlines()[0]}") from None
+        raise ExportError(f"MLflow tracking URI {uri!r} unusable: {_first_line(e)}") from None
     env = rep.environment
     source = Path(rep.source)
     parent = client.create_run(exp_id, run_name=source.name, tags={"trainscale.kind": "results"})

@@ -70,6 +70,12 @@ def check_mlflow(uri: str) -> None:
 
     if importlib.util.find_spec("mlflow") is None:
         raise UsageError("--mlflow: MLflow is not installed (pip install -c constraints.txt 'trainscale[mlflow]')")
+    from trainscale.analysis.mlflow_export import ExportError, check_uri
+
+    try:
+        check_uri(uri)
+    except ExportError as e:
+        raise UsageError(f"--mlflow: {e}") from None
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from trainscale.analysis import schema
+from trainscale.analysis.files import write_json_atomic
+from trainscale.analysis.runs import load_rank_samples, run_metrics
 
 JITTER = 0.01  # steps alternate t(1 + JITTER), t(1 - JITTER): the mean is exactly t, the scatter not zero
 
@@ -38,11 +40,12 @@ def write_run(root: Path, world: int, step_s: float, repeat: int = 0, batch: int
     (run / schema.PROVENANCE).write_text(json.dumps({"hosts": ["handmade"], "time_utc": "2026-01-01T00:00:00Z"}))
     for rank in range(world):
         write_rank(run, rank, step_s, steps, warmup, batch)
-    (run / schema.SUMMARY).write_text(json.dumps({
+    write_json_atomic(run / schema.SUMMARY, {  # the metrics as the runner computes them (scaling/runner.py)
         "schema_version": schema.SCHEMA_VERSION, "status": schema.STATUS_OK, "reason": None, "run_id": run.name,
         "workload": "resnet50", "parallel": "ddp", "nodes": 1, "nproc": world, "world_size": world,
         "batch_size_per_rank": batch, "global_batch": batch * world, "data_kind": "synthetic", "wall_s": 1.0,
-        "sample_unit": "images", "launch": {"threads_per_rank": 1, "cores": 64, "oversubscribed": False}}))
+        "sample_unit": "images", "launch": {"threads_per_rank": 1, "cores": 64, "oversubscribed": False},
+        "metrics": run_metrics(load_rank_samples(run))})
     return run
 
 
