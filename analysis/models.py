@@ -155,6 +155,7 @@ class SizeData:
     comm_ops: dict[str, dict] | None = None  # kind -> {"calls", "payload_bytes"} per step and rank (probe step)
     grad_bytes: float | None = None  # the optimizer's gradient bytes (max rank)
     oversubscribed: bool = False
+    comm_s: float | None = None  # measured time per step inside gradient collectives (DDP comm hook), mean of runs
 
     @property
     def time_per_step_s(self) -> float:
@@ -212,7 +213,7 @@ def scaling_data(report) -> ScalingData:
             by_world.setdefault(run.world_size, []).append(run)
     sizes = []
     for row in report.rows:
-        points, compute_only, compute_only_se, ops, grads = [], [], [], None, None
+        points, compute_only, compute_only_se, ops, grads, in_comm = [], [], [], None, None, []
         for run in by_world.get(row.world_size, []):
             samples = load_rank_samples(run.path)
             try:
@@ -226,6 +227,8 @@ def scaling_data(report) -> ScalingData:
                                    se_s=se, throughput=m["throughput"]["global_samples_per_s"],
                                    global_batch=m["global_batch"]))
             c = m.get("comm") or {}
+            if c.get("comm_s") is not None:
+                in_comm.append(c["comm_s"])
             if c.get("compute_only_s") is not None:
                 extra = m["breakdown_s"].get("data_s", 0.0) + m["breakdown_s"].get("optimizer_s", 0.0)
                 compute_only.append(c["compute_only_s"] + extra)
@@ -239,7 +242,8 @@ def scaling_data(report) -> ScalingData:
             world_size=row.world_size, nodes=row.nodes, nproc=row.nproc, runs=points,
             compute_only_s=float(np.mean(compute_only)) if compute_only else None,
             compute_only_se_s=float(np.mean(compute_only_se)) if compute_only_se else None,
-            comm_ops=ops, grad_bytes=grads, oversubscribed=row.oversubscribed))
+            comm_ops=ops, grad_bytes=grads, oversubscribed=row.oversubscribed,
+            comm_s=float(np.mean(in_comm)) if in_comm else None))
     if not sizes:
         raise ModelError(f"no measured throughput runs under {report.source}")
     return ScalingData(mode=report.mode, sample_unit=report.sample_unit, sizes=sizes)
@@ -260,6 +264,29 @@ def fit_laws(data: ScalingData, worlds: Sequence[int] | None = None) -> dict[str
             else:
                 ys.append(r.throughput / base.throughput)
     return {law: fit_law(law, xs, ys, base.world_size) for law in LAWS}
+
+
+# ---------------------------------------------------------------------------------------------
+# A network of known link rate, as a collective model
+
+LINK_OPS = ("all_reduce", "reduce_scatter", "all_gather")
+
+
+def link_model(rate_bytes_per_s: float) -> CollectiveModel:
+    """Collectives over a ring whose every link carries rate_bytes_per_s in each direction: the bus
+    bandwidth is the link rate, no latency term. Stands in for a comm fit where the network is known
+    (a shaped emulated link, or the planned cluster's NICs); its predictions are a model, labelled so."""
+    from .collectives import AlphaBetaFit, bus_factor
+
+    if not rate_bytes_per_s > 0 or not math.isfinite(rate_bytes_per_s):
+        raise ModelError(f"link rate must be a positive number of bytes per second, got {rate_bytes_per_s}")
+    fits = [AlphaBetaFit(op=op, world_size=2, alpha_s=0.0, beta_s_per_byte=bus_factor(op, 2) / rate_bytes_per_s,
+                         alpha_stderr_s=0.0, beta_stderr_s_per_byte=0.0, r_squared=1.0, rel_rms_error=0.0,
+                         max_rel_error=0.0, points=0, min_bytes=1, max_bytes=2**50,
+                         method=f"link model: ring over links of {rate_bytes_per_s * 8 / 1e6:g} Mbit/s per direction, "
+                                "no latency term", label="modelled")
+            for op in LINK_OPS]
+    return CollectiveModel(fits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +381,8 @@ class StepTimeModel:
         else:
             k = f"exposed ring all-reduce time k = {self.k * 1e3:.2f} ms x 2(N-1)/N" + (
                 f" (+/- {self.k_se * 1e3:.2f} ms)" if self.k_se else "")
+        if self.comm_model is not None:
+            k += f" of the collectives predicted by the {self.comm_basis}"
         return (f"T(N) = {self.compute_s * 1e3:.2f} ms x {'1' if self.mode == WEAK else f'{self.base_world}/N'} "
                 f"(compute, {self.compute_basis}) + {k}; fitted on world sizes "
                 f"{', '.join(map(str, self.fitted_worlds))} ({self.k_basis})")
@@ -395,6 +424,13 @@ def _gradient_ops(data: ScalingData, sizes: list[SizeData], comm_model: Collecti
     return ops, notes
 
 
+def _comm_basis(comm_model: CollectiveModel | None) -> str:
+    if comm_model is None:
+        return "ring bandwidth term"
+    link = [f.method for f in comm_model.fits.values() if f.label == "modelled"]
+    return link[0] if link else "collective fit (trainscale comm)"
+
+
 def fit_step_model(data: ScalingData, worlds: Sequence[int] | None = None,
                    comm_model: CollectiveModel | None = None) -> StepTimeModel:
     """Fit T(N) = c g(N) + k u(N) on the given world sizes (default: all measured)."""
@@ -419,7 +455,7 @@ def fit_step_model(data: ScalingData, worlds: Sequence[int] | None = None,
                          "the compute time per device is not measured (run with comm.no_sync_steps > 0)")
     model = StepTimeModel(mode=data.mode, base_world=base.world_size, fitted_worlds=[s.world_size for s in sizes],
                           compute_s=c, compute_se_s=c_se, compute_basis=basis, k=0.0, k_se=None, k_basis="",
-                          comm_basis="collective fit" if comm_model else "ring bandwidth term",
+                          comm_basis=_comm_basis(comm_model),
                           global_batch_base=base.global_batch, comm_model=comm_model, notes=notes)
     if comm_model is not None:
         model.ops, more = _gradient_ops(data, sizes, comm_model)
@@ -455,6 +491,9 @@ def fit_step_model(data: ScalingData, worlds: Sequence[int] | None = None,
     w = 1.0 / s_arr ** 2
     model._grad_sum_wug = float(np.sum(w * u_arr * np.array(gs)) / np.sum(w * u_arr ** 2))
     model.k, model.k_se, model.dof = k, k_se, max(dof, 0)
+    if comm_model is not None and k > 1:
+        notes.append(f"k = {k:.2f} > 1: the steps lose more time than the predicted collectives take (CPU contention, "
+                     "stragglers, or a slower network than the collective fit or link model describes)")
     model.k_basis = (f"weighted least squares on {len(xs)} run(s) above world size 1, sigma = standard error of "
                      "each run's mean step time" + (f", scaled by sqrt(chi^2/dof) = {math.sqrt(chi2 / dof):.2f}"
                                                     if dof > 0 and chi2 / dof > 1 else ""))
@@ -478,9 +517,19 @@ class ValidationPoint:
     label: str
     amdahl_throughput: float | None = None
     gustafson_throughput: float | None = None
+    # The communication part alone (with a collective fit or link model): the predicted seconds per step in
+    # the step's collectives against the measured time inside them (DDP comm hook), before any overlap.
+    predicted_comm_s: float | None = None
+    measured_comm_s: float | None = None
+
+    @property
+    def comm_error_pct(self) -> float | None:
+        if self.predicted_comm_s is None or not self.measured_comm_s:
+            return None
+        return 100.0 * (self.predicted_comm_s - self.measured_comm_s) / self.measured_comm_s
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "comm_error_pct": self.comm_error_pct}
 
 
 @dataclass
@@ -518,5 +567,5 @@ def validate(data: ScalingData, fit_worlds: Sequence[int], comm_model: Collectiv
             predicted_low=p.throughput_low, predicted_high=p.throughput_high,
             error_pct=100.0 * (p.throughput - s.throughput) / s.throughput, measured_step_s=s.time_per_step_s,
             predicted_step_s=p.step_s, label=p.label, amdahl_throughput=law_x.get(AMDAHL),
-            gustafson_throughput=law_x.get(GUSTAFSON)))
+            gustafson_throughput=law_x.get(GUSTAFSON), predicted_comm_s=p.comm_s, measured_comm_s=s.comm_s))
     return Validation(fitted_worlds=fit_worlds, model=model, points=points)

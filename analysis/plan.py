@@ -50,6 +50,7 @@ class PlanInputs:
     interval_method: str = DALY
     failures: FailureInputs | None = None
     comm_source: str | None = None
+    link_bandwidth: str | None = None  # e.g. "100mbit": collectives as a ring over links of that rate
     drills_source: str | None = None
 
     def to_dict(self) -> dict:
@@ -269,6 +270,9 @@ def _warnings(plan: Plan, report, data: ScalingData) -> list[str]:
     if plan.model.comm_model is None:
         w.append("No collective fit given (--comm): communication is the ring all-reduce bandwidth term fitted on "
                  "the training runs alone; pass a trainscale comm folder measured on the target network.")
+    elif plan.inputs.link_bandwidth:
+        w.append(f"Communication is modelled as a ring over links of {plan.inputs.link_bandwidth} per direction "
+                 "(no latency term): valid when that link is the bottleneck the planned job's ring crosses.")
     else:
         w.append("The collective fit is carried to larger world sizes with the ring model (same bus bandwidth): "
                  "valid when the measured link is the one the planned job's ring crosses (inter-node).")
@@ -286,6 +290,9 @@ def _warnings(plan: Plan, report, data: ScalingData) -> list[str]:
                  "(use sweep --repeats 3 or more).")
     if plan.validation:
         errs = ", ".join(f"world {p.world_size}: {p.error_pct:+.1f}%" for p in plan.validation.points)
+        comm = [p for p in plan.validation.points if p.comm_error_pct is not None]
+        if comm:
+            errs += "; time in collectives " + ", ".join(f"world {p.world_size}: {p.comm_error_pct:+.1f}%" for p in comm)
         w.append(f"Model validation (fitted on world sizes {', '.join(map(str, plan.validation.fitted_worlds))}, "
                  f"predicting the measured larger ones): throughput prediction error {errs}.")
     else:
@@ -358,11 +365,15 @@ def to_markdown(plan: Plan, image_names: dict[str, str] | None = None) -> str:
     if plan.validation:
         lines += ["", "## Model validation", "", f"Fitted on world sizes {', '.join(map(str, plan.validation.fitted_worlds))}; "
                   "predicted the larger measured ones.", "",
-                  "| world | measured | predicted | 95% band | error | Amdahl | Gustafson |", "|---:|---:|---:|:---|---:|---:|---:|"]
+                  "| world | measured | predicted | 95% band | error | Amdahl | Gustafson | in collectives ms "
+                  "(measured) | predicted ms | error |", "|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|"]
         for p in plan.validation.points:
             lines.append(f"| {p.world_size} | {p.measured_throughput:.4g} | {p.predicted_throughput:.4g} ({p.label}) | "
                          f"[{_f(p.predicted_low, '.4g')}, {_f(p.predicted_high, '.4g')}] | {p.error_pct:+.1f}% | "
-                         f"{_f(p.amdahl_throughput, '.4g')} | {_f(p.gustafson_throughput, '.4g')} |")
+                         f"{_f(p.amdahl_throughput, '.4g')} | {_f(p.gustafson_throughput, '.4g')} | "
+                         f"{_f(p.measured_comm_s * 1e3 if p.measured_comm_s else None, '.4g')} | "
+                         f"{_f(p.predicted_comm_s * 1e3 if p.predicted_comm_s else None, '.4g')} | "
+                         f"{_f(p.comm_error_pct, '+.1f')}{'%' if p.comm_error_pct is not None else ''} |")
     if image_names:
         lines += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in image_names.items()]
     lines += ["", "Labels: measured = a world size that was run; fitted = model inside the fitted world sizes; "
@@ -399,8 +410,12 @@ def print_plan(plan: Plan, console) -> None:
     console.print(f"model (fitted): {plan.model.describe()}")
     if plan.validation:
         for p in plan.validation.points:
-            console.print(f"validation: fitted on {plan.validation.fitted_worlds}, world {p.world_size}: measured "
-                          f"{p.measured_throughput:.4g}, predicted {p.predicted_throughput:.4g} ({p.error_pct:+.1f}%)")
+            line = (f"validation: fitted on {plan.validation.fitted_worlds}, world {p.world_size}: measured "
+                    f"{p.measured_throughput:.4g}, predicted {p.predicted_throughput:.4g} ({p.error_pct:+.1f}%)")
+            if p.comm_error_pct is not None:
+                line += (f"; in collectives measured {p.measured_comm_s * 1e3:.1f} ms, predicted "
+                         f"{p.predicted_comm_s * 1e3:.1f} ms ({p.comm_error_pct:+.1f}%)")
+            console.print(line)
     console.print(f"recommendation: {f'{plan.best.nodes} node(s)' if plan.best else 'none'} ({plan.best_reason})")
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

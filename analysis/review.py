@@ -293,12 +293,21 @@ def _plan(plan: dict | None, plan_dir: Path | None) -> Section | None:
                           "are modelled (Daly's expected wall time; job MTBF = node MTBF / nodes)."))
     v = plan.get("validation")
     if v:
-        s.add(Table(["world", "measured", "predicted", "95% band", "error", "Amdahl (fitted)", "Gustafson (fitted)"],
+        def ms(x):
+            return pf(x * 1e3 if x is not None else None, ".4g")
+
+        s.add(Table(["world", "measured", "predicted", "95% band", "error", "Amdahl (fitted)", "Gustafson (fitted)",
+                     "in collectives ms (measured)", "predicted ms", "error"],
                     [[str(p["world_size"]), f"{p['measured_throughput']:.4g}", f"{p['predicted_throughput']:.4g} ({p['label']})",
                       f"[{pf(p['predicted_low'], '.4g')}, {pf(p['predicted_high'], '.4g')}]", f"{p['error_pct']:+.1f}%",
-                      pf(p["amdahl_throughput"], ".4g"), pf(p["gustafson_throughput"], ".4g")] for p in v["points"]],
+                      pf(p["amdahl_throughput"], ".4g"), pf(p["gustafson_throughput"], ".4g"),
+                      ms(p.get("measured_comm_s")), ms(p.get("predicted_comm_s")),
+                      pf(p.get("comm_error_pct"), "+.1f")] for p in v["points"]],
+                    row_classes=["extrapolated"] * len(v["points"]),
                     caption=f"Model validation: fitted on world sizes {', '.join(map(str, v['fitted_worlds']))}, predicting "
-                            "the larger measured ones."))
+                            "the larger measured ones (throughput error = (predicted - measured) / measured). The "
+                            "communication part alone (with --comm or --link-bandwidth): predicted seconds per step in "
+                            "the step's collectives against the time measured inside them (DDP comm hook)."))
     for key, cap in (("plan_throughput", "Throughput: measured points, model (solid: fitted, dashed: extrapolated) "
                                          "with its 95% band, planned sizes."),
                      ("plan_efficiency", "Efficiency: measured and predicted, with the threshold."),

@@ -12,14 +12,18 @@ from .progress import console
 
 DESCRIPTION = """\
 Fits the step-time model (compute measured per device + exposed communication from the alpha-beta
-collective fit of --comm, or the ring all-reduce term fitted on the runs) to the measured runs, then
+collective fit of --comm, a ring over links of --link-bandwidth, or the ring all-reduce term fitted on
+the runs) to the measured runs, then
 per node count: predicted throughput and efficiency (labelled fitted or extrapolated; measured where
 that world size was run), time to train, node-hours and cost, and with --mtbf-hours the expected
 goodput under failures (job MTBF = node MTBF / nodes; checkpoint interval from Daly's formula, or
 Young's with --interval young; restart and save times from --drills or --restart-s/--ckpt-save-s).
 Marks the node count with the lowest cost meeting --deadline-hours, where efficiency falls below
 --efficiency-threshold, and the time-vs-cost Pareto frontier. Writes plan.json, plan.md and plots
-into --out (default RESULTS/plan); `trainscale report RESULTS --html FILE` includes the plan."""
+into --out (default RESULTS/plan); `trainscale report RESULTS --html FILE` includes the plan.
+Model validation (with 3 or more measured world sizes): the model is also fitted on all but the largest
+measured world size and predicts the largest; the error is reported (and, with --comm or
+--link-bandwidth, the predicted time in collectives against the time measured inside them)."""
 
 
 def register(sub) -> None:
@@ -40,7 +44,11 @@ def register(sub) -> None:
     target.add_argument("--target-accuracy", dest="target_accuracy", action="store_true",
                         help="plan to the accuracy target of the time-to-accuracy runs in RESULTS (their samples "
                              "to target)")
-    p.add_argument("--comm", help="a trainscale comm folder: its alpha-beta fits predict the collectives")
+    comm = p.add_mutually_exclusive_group()
+    comm.add_argument("--comm", help="a trainscale comm folder: its alpha-beta fits predict the collectives")
+    comm.add_argument("--link-bandwidth", dest="link", metavar="RATE",
+                      help="instead of --comm: a network of known link rate per direction (e.g. 100mbit, 25gbit; "
+                           "a shaped emulated link or the planned cluster's NICs): collectives as a ring over it")
     p.add_argument("--drills", help="drill results (trainscale drill): restart and checkpoint-save times")
     p.add_argument("--restart-s", dest="restart_s", type=float,
                    help="restart time per failure in seconds (detection to restored), without --drills")
@@ -126,6 +134,15 @@ def load_inputs(args: argparse.Namespace, nodes: list[int]):
             raise UsageError(f"--comm {args.comm}: not a trainscale comm folder with fits ({e})") from None
         if not comm_model.fits:
             raise UsageError(f"--comm {args.comm}: no alpha-beta fits in its results")
+    if args.link:
+        from trainscale.analysis.models import link_model
+        from trainscale.launchers.netns import parse_rate
+        from trainscale.scaling.spec import SpecError
+
+        try:
+            comm_model = link_model(parse_rate(args.link) / 8)
+        except SpecError:
+            raise UsageError(f"--link-bandwidth must look like 100mbit or 25gbit, got {args.link!r}") from None
     failures = None
     if args.drills:
         try:
@@ -139,7 +156,7 @@ def load_inputs(args: argparse.Namespace, nodes: list[int]):
                         node_mtbf_hours=args.mtbf, target_samples=args.target_samples,
                         target_accuracy=args.target_accuracy, deadline_hours=args.deadline,
                         efficiency_threshold=args.threshold, interval_method=args.interval, failures=failures,
-                        comm_source=str(Path(args.comm).resolve()) if args.comm else None,
+                        comm_source=str(Path(args.comm).resolve()) if args.comm else None, link_bandwidth=args.link,
                         drills_source=str(Path(args.drills).resolve()) if args.drills else None)
     return report, data, comm_model, inputs
 

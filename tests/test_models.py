@@ -124,3 +124,19 @@ def test_step_model_needs_measured_compute():
         fit_step_model(data)
     with pytest.raises(ModelError, match="outside"):
         validate(_data(WEAK, {1: [0.1], 2: [0.11]}), [1, 2])
+
+
+def test_link_model_is_a_ring_over_the_link_rate():
+    from trainscale.analysis.models import link_model
+
+    rate = 100e6 / 8  # 100 Mbit/s in bytes per second
+    model = link_model(rate)
+    nbytes = 6 * 2**20
+    # ring all-reduce: every rank sends and receives 2(N-1)/N of the buffer over its link
+    for world in (2, 4, 8):
+        assert model.predict_time("all_reduce", nbytes, world).seconds == pytest.approx(2 * (world - 1) / world
+                                                                                      * nbytes / rate)
+        assert model.predict_time("all_gather", nbytes, world).seconds == pytest.approx((world - 1) / world
+                                                                                      * nbytes / rate)
+    with pytest.raises(ModelError):
+        link_model(0.0)
