@@ -47,6 +47,11 @@ def check_review_flags(args: argparse.Namespace) -> None:
         _dir_flag(f"--{flag}", getattr(args, flag))
     if args.screenshot and not args.html:
         raise UsageError("--screenshot needs --html FILE (it is a picture of that page)")
+    if args.screenshot:
+        from trainscale.analysis.browser import find_chromium
+
+        if find_chromium() is None:
+            raise UsageError("--screenshot needs Chromium: install it with tools/system-deps.sh browser")
     for flag in ("html", "markdown", "screenshot"):
         v = getattr(args, flag)
         if v is not None and Path(v).is_dir():
