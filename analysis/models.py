@@ -377,7 +377,8 @@ class StepTimeModel:
     def describe(self) -> str:
         if self.comm_model is not None:
             k = f"exposed share of collective time k = {self.k:.3f}" + (f" +/- {self.k_se:.3f}" if self.k_se else "")
-            k += f" (overlap {1 - self.k:.1%})"
+            k += (f" (overlap {1 - self.k:.1%})" if self.k <= 1 else
+                  " (k > 1: the steps lose more than the predicted collective time)")
         else:
             k = f"exposed ring all-reduce time k = {self.k * 1e3:.2f} ms x 2(N-1)/N" + (
                 f" (+/- {self.k_se * 1e3:.2f} ms)" if self.k_se else "")
