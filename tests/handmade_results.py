@@ -29,8 +29,9 @@ def write_rank(run_dir: Path, rank: int, step_s: float, steps: int, warmup: int,
 
 
 def write_run(root: Path, world: int, step_s: float, repeat: int = 0, batch: int = 8, steps: int = 22,
-              warmup: int = 2) -> Path:
-    """One ok run of `world` single-node processes whose every rank takes step_s per step (on average)."""
+              warmup: int = 2, allreduce_bytes: int | None = None) -> Path:
+    """One ok run of `world` single-node processes whose every rank takes step_s per step (on average);
+    allreduce_bytes: the gradient all_reduce payload per step its probe recorded (summary.parallelism)."""
     run = root / "runs" / f"1x{world}-r{repeat}"
     run.mkdir(parents=True)
     config = {"workload": "resnet50", "parallel": "ddp", "launcher": "local", "backend": "gloo", "nodes": 1,
@@ -45,17 +46,20 @@ def write_run(root: Path, world: int, step_s: float, repeat: int = 0, batch: int
         "workload": "resnet50", "parallel": "ddp", "nodes": 1, "nproc": world, "world_size": world,
         "batch_size_per_rank": batch, "global_batch": batch * world, "data_kind": "synthetic", "wall_s": 1.0,
         "sample_unit": "images", "launch": {"threads_per_rank": 1, "cores": 64, "oversubscribed": False},
-        "metrics": run_metrics(load_rank_samples(run))})
+        "metrics": run_metrics(load_rank_samples(run)),
+        "parallelism": {"per_rank": {"0": {"comm_by_kind": {"all_reduce": {
+            "calls": 1, "payload_bytes": allreduce_bytes}}}}} if allreduce_bytes else None})
     return run
 
 
-def write_sweep(root: Path, step_of_world: dict[int, float], repeats: int = 1, batch: int = 8) -> Path:
+def write_sweep(root: Path, step_of_world: dict[int, float], repeats: int = 1, batch: int = 8,
+                allreduce_bytes: int | None = None) -> Path:
     """A weak-scaling sweep folder (sweep.json and runs/) of hand-made runs."""
     root.mkdir(parents=True, exist_ok=True)
     runs = []
     for world, step_s in step_of_world.items():
         for r in range(repeats):
-            run = write_run(root, world, step_s, r, batch)
+            run = write_run(root, world, step_s, r, batch, allreduce_bytes=allreduce_bytes)
             runs.append({"path": str(run.relative_to(root)), "nodes": 1, "nproc": world, "repeat": r})
     (root / schema.SWEEP_INDEX).write_text(json.dumps({"scaling": "weak", "runs": runs}))
     return root

@@ -132,3 +132,25 @@ def test_plan_bad_input(tmp_path: Path, sweep: Path, args: list[str], message: s
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in p.stderr
     assert not out.exists()
+
+
+def test_plan_with_a_link_of_known_rate(tmp_path: Path):
+    # 4 MB all_reduce per step over 100 Mbit/s links, 80% of it exposed: T(N) = 0.05 + 0.8 x 2(N-1)/N x 4e6 / 12.5e6
+    from trainscale.analysis.models import link_model
+
+    rate, nbytes = 100e6 / 8, 4_000_000
+
+    def t(world: int) -> float:
+        return 0.05 + 0.8 * 2 * (world - 1) / world * nbytes / rate
+
+    sweep = write_sweep(tmp_path / "sweep", {w: t(w) for w in (1, 2, 4)}, allreduce_bytes=nbytes)
+    report = build(sweep, out_dir=tmp_path / "report")
+    plan = build_plan(report, scaling_data(report), PlanInputs(nodes=[16], gpus_per_node=1, link_bandwidth="100mbit"),
+                      link_model(rate))
+    assert plan.model.k == pytest.approx(0.8, rel=1e-6) and "link model" in plan.model.describe()
+    (row,) = plan.rows
+    assert row.throughput == pytest.approx(16 * 8 / t(16), rel=1e-6) and row.label == "extrapolated"
+    (point,) = plan.validation.points
+    assert point.world_size == 4 and abs(point.error_pct) < 1e-6
+    assert point.predicted_comm_s == pytest.approx(1.5 * nbytes / rate)
+    assert any("ring over links of 100mbit" in w for w in plan.warnings)
