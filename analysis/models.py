@@ -163,7 +163,8 @@ class SizeData:
 
     @property
     def throughput(self) -> float:
-        return float(np.mean([r.throughput for r in self.runs]))
+        """Across runs: global batch / mean time per step (as the report's, main c160113)."""
+        return self.global_batch / self.time_per_step_s
 
     @property
     def global_batch(self) -> float:
