@@ -15,6 +15,8 @@ COMMANDS = {
     "cluster": "trainscale.scaling.cmd_cluster",
     "slurm": "trainscale.scaling.cmd_slurm",
     "comm": "trainscale.scaling.cmd_comm",
+    "plan": "trainscale.scaling.cmd_plan",
+    "export": "trainscale.scaling.cmd_export",
 }
 
 

@@ -2,15 +2,16 @@
 # System packages the launchers' tests use, installed from Debian's archive when missing:
 #   tools/system-deps.sh slurm     slurm-wlm and munge (a real Slurm: tools/slurm-up.sh)
 #   tools/system-deps.sh netns     iproute2 and util-linux (emulated nodes: trainscale cluster up)
-#   tools/system-deps.sh all       both
-#   tools/system-deps.sh --check   both, only when running as root with apt (used by make install-test)
+#   tools/system-deps.sh browser   chromium (headless: the HTML report's screenshot and its test)
+#   tools/system-deps.sh all       all three
+#   tools/system-deps.sh --check   all three, only when running as root with apt (used by make install-test)
 # apt never starts daemons here; tools/slurm-up.sh does.
 set -euo pipefail
 WHAT=${1:-all}
 fail() { echo "system-deps: error: $*" >&2; exit 2; }
 if [ "$WHAT" = --check ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    echo "system-deps: not root or no apt: skipping Slurm/netns packages (their tests will say so)"; exit 0
+    echo "system-deps: not root or no apt: skipping Slurm/netns/browser packages (their tests will say so)"; exit 0
   fi
   WHAT=all
 fi
@@ -18,9 +19,10 @@ need=()
 case "$WHAT" in
   slurm) want=(slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-client munged:munge) ;;
   netns) want=(ip:iproute2 tc:iproute2 nsenter:util-linux unshare:util-linux) ;;
+  browser) want=(chromium:chromium) ;;
   all) want=(slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-client munged:munge ip:iproute2 tc:iproute2
-             nsenter:util-linux unshare:util-linux) ;;
-  *) fail "unknown set '$WHAT' (slurm, netns, all or --check)" ;;
+             nsenter:util-linux unshare:util-linux chromium:chromium) ;;
+  *) fail "unknown set '$WHAT' (slurm, netns, browser, all or --check)" ;;
 esac
 for pair in "${want[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
