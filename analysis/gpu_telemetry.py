@@ -244,3 +244,15 @@ def section_markdown(rows: list[dict]) -> list[str]:
             lines.append(f"| {r['run']} | {r['world_size']} | {r['precision']} | {value} | "
                          f"{m.get('basis') or m.get('reason')} |")
     return lines
+
+
+def summary_line(gpu: dict | None) -> str:
+    """One line for the console: the run's GPU energy and threats, or why there is no GPU telemetry."""
+    if not gpu or not gpu.get("available"):
+        return (gpu or {}).get("reason") or "no GPU telemetry"
+    e = gpu.get("energy")
+    parts = [f"energy {e['per_sample_j']:.4g} J per {e['unit'].rstrip('s')} in the measured window "
+             f"({e['boundary']}, {e['method']})" if e and e.get("per_sample_j") is not None
+             else gpu.get("energy_note", "energy unavailable")]
+    parts += [f"threat: {t}" for t in gpu.get("threats", [])]
+    return "; ".join(parts)

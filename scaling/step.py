@@ -68,7 +68,11 @@ class TimedStep:
         self.session, self.spec, self.ctx, self.run_start = session, spec, ctx, run_start
         self.comm_probe = CommProbe(session.strategy, spec)
         self.extra_columns = tuple(getattr(session.strategy, "extra_sample_columns", ()))
-        self.strategy_probe = StrategyProbe(session.strategy, spec.warmup - 1 if spec.warmup else None)
+        if spec.compile:  # a first call under the probe's TorchDispatchMode makes dynamo skip the model for good
+            self.strategy_probe = StrategyProbe(session.strategy, None, "not measured: with compile on, the probe's "
+                                                "dispatch mode would keep torch.compile from tracing the model")
+        else:
+            self.strategy_probe = StrategyProbe(session.strategy, spec.warmup - 1 if spec.warmup else None)
         self.clock = PhaseClock(ctx.device, edges=4)
         self._source: Iterator | None = None
         self._device_batches: DeviceBatches | None = None
