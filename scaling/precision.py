@@ -113,4 +113,12 @@ class StepOptions:
                 "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
                 "channels_last": self.channels_last, "compile": self.compile,
                 "compile_backend": "inductor" if self.compile else None,
+                # frames dynamo compiled in this process: 0 with compile on means the model ran eagerly
+                "compiled_frames": _compiled_frames() if self.compile else None,
                 "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+
+
+def _compiled_frames() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["ok"])
