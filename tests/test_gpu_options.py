@@ -78,6 +78,7 @@ def test_bf16_autocast_and_channels_last_really_apply_on_cpu():
         assert model(x).dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_a_cpu_bf16_channels_last_run_records_its_options_and_no_gpu_telemetry(tmp_path: Path):
     out = tmp_path / "r"
     proc = run_cli("run", "--nproc", "1", "--steps", "4", "--warmup", "1", "--batch-size", "8",
