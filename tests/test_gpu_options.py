@@ -103,3 +103,30 @@ def test_a_cpu_bf16_channels_last_run_records_its_options_and_no_gpu_telemetry(t
     md = (run / "report" / "report.md").read_text()
     assert "## GPU telemetry, energy and MFU" in md and "have no GPU telemetry" in md
     assert "| bf16 |" in md
+
+
+def test_cpu_phase_clock_parts_tile_the_step():
+    from trainscale.scaling.timing import PhaseClock
+
+    clock = PhaseClock(torch.device("cpu"), edges=4)
+    assert not clock.cuda
+    for _ in range(2):  # it resets after each step
+        clock.mark()
+        sum(range(10_000))
+        clock.mark()
+        clock.mark()
+        sum(range(10_000))
+        clock.mark()
+        parts, start, end = clock.finish()
+        assert len(parts) == 3 and all(p >= 0 for p in parts) and parts[0] > 0 and parts[2] > 0
+        assert sum(parts) == pytest.approx(end - start, abs=1e-9)
+
+
+def test_cpu_device_batches_keep_order_and_apply_channels_last():
+    from trainscale.scaling.device_data import DeviceBatches
+
+    source = [(torch.full((2, 3, 4, 4), float(k)), torch.tensor([k, k])) for k in range(3)]
+    out = list(DeviceBatches(iter(source), torch.device("cpu"), StepOptions(channels_last=True)))
+    assert [int(t[0]) for _, t in out] == [0, 1, 2]
+    assert all(x.is_contiguous(memory_format=torch.channels_last) and float(x[0, 0, 0, 0]) == k
+               for k, (x, _) in enumerate(out))
