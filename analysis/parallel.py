@@ -76,12 +76,14 @@ def _bubble(infos: dict[int, dict], samples: dict[int, dict], config: dict) -> d
             "definition": "1 - stage compute time / schedule step time over measured steps; theory (p-1)/(m+p-1)"}
 
 
-def parallel_summary(run_dir: Path, metrics: dict, precision: str = "fp32") -> dict:
+def parallel_summary(run_dir: Path, metrics: dict, precision: str | None = None) -> dict:
+    """precision: the peak MFU is taken against; default the run's own (config "precision", fp32 when absent)."""
     run_dir = Path(run_dir)
     infos = rank_infos(run_dir)
     if not infos or "parallel" not in next(iter(infos.values())):
         return {}
     config = read_json(run_dir / schema.CONFIG)
+    precision = precision or str(config.get("precision", "fp32"))
     samples = load_rank_samples(run_dir)
     first = next(iter(infos.values()))
     per_rank = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots, schema
+from . import gpu_telemetry, plots, schema
 from .comm_overhead import combine_runs
 from .files import read_json, write_json_atomic, write_text_atomic
 from .parallel import StrategyRow, comparison_warnings, strategy_rows
@@ -74,6 +74,7 @@ class Report:
     plots: dict[str, Path] = field(default_factory=dict)
     markdown: Path | None = None
     strategies: list[StrategyRow] = field(default_factory=list)  # memory, communication, bubble, MFU
+    gpu: list[dict] = field(default_factory=list)  # per run: GPU telemetry, energy, threats, MFU (gpu_telemetry)
     sub_reports: dict[str, Path] = field(default_factory=dict)  # strategy -> its own scaling report
 
 
@@ -180,6 +181,7 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
                     rank_step_times=rank_step_times, tta=tta)
     report.strategies = strategy_rows(runs)
     report.warnings += comparison_warnings(report.strategies)
+    report.gpu = gpu_telemetry.report_rows(runs)
     return report
 
 
@@ -281,6 +283,7 @@ def to_markdown(rep: Report) -> str:
                          f"{s['p95'] * 1e3:.1f} | {s['p99'] * 1e3:.1f} | {s['max'] * 1e3:.1f} |")
     lines += _comm_markdown(rep)
     lines += _strategy_table(rep)
+    lines += gpu_telemetry.section_markdown(rep.gpu)
     if rep.failed:
         lines += ["", "## Failed runs", "", "| run | world | reason |", "|---|---:|---|"]
         lines += [f"| {f['run']} | {f['world_size']} | {f['reason']} |" for f in rep.failed]
@@ -439,6 +442,7 @@ def _write(rep: Report) -> Report:
         "rows": [asdict(r) for r in rows], "failed": rep.failed, "warnings": rep.warnings,
         "tta": rep.tta.to_dict() if rep.tta else None,
         "strategies": [asdict(r) for r in rep.strategies],
+        "gpu": rep.gpu,
         "sub_reports": {k: str(v.relative_to(out)) for k, v in rep.sub_reports.items()},
     })
     return rep

@@ -7,6 +7,7 @@ A run folder holds:
     samples/rankNNNNN.csv   one row per step per rank (raw timings, never aggregated)
     ranks/rankNNNNN.json    per-rank facts (host, pid, threads, device, init time)
     logs/              launcher and worker output
+    telemetry/nodeNNNNN.json  GPU telemetry of a node (or "no GPU telemetry" and why); .csv: its samples
     summary.json       status and the metrics computed from the samples; written last
 
 A sweep folder holds ``sweep.json`` (the index) and ``runs/<run-id>/``.
@@ -33,6 +34,7 @@ FAILURES = "failures.json"
 SAMPLES_DIR = "samples"
 RANKS_DIR = "ranks"
 LOGS_DIR = "logs"
+TELEMETRY_DIR = "telemetry"
 SWEEP_INDEX = "sweep.json"
 SWEEP_RUNS_DIR = "runs"
 
@@ -81,6 +83,17 @@ STATUS_STARTED = "started"  # a summary still saying this after the run ended me
 
 def samples_path(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / SAMPLES_DIR / f"rank{rank:05d}.csv"
+
+
+def telemetry_paths(run_dir: Path, node_rank: int) -> tuple[Path, Path]:
+    """(samples CSV, record JSON) of a node's GPU telemetry."""
+    base = Path(run_dir) / TELEMETRY_DIR / f"node{node_rank:05d}"
+    return base.with_suffix(".csv"), base.with_suffix(".json")
+
+
+# Marks of a run's GPU telemetry (energy counters read there): the training run's edges and the start
+# of the measured window (which ends at run_stop).
+MARK_RUN_START, MARK_WINDOW_START, MARK_RUN_STOP = "run_start", "window_start", "run_stop"
 
 
 def rank_info_path(run_dir: Path, rank: int) -> Path:

@@ -76,6 +76,12 @@ def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
                         "eval.every_steps=S, eval.max_epochs=M")
     p.add_argument("--backend", choices=("gloo", "nccl"), help="torch.distributed backend")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"),
+                   help="training precision (bf16/fp16: autocast; fp16 and tf32 need --backend nccl)")
+    p.add_argument("--compile", action="store_const", const=True, default=None,
+                   help="torch.compile the wrapped model (ddp, fsdp, tp)")
+    p.add_argument("--channels-last", dest="channels_last", action="store_const", const=True, default=None,
+                   help="resnet50: model and inputs in NHWC memory format (model.channels_last)")
     p.add_argument("--timeout", dest="timeout_s", type=float, help="seconds before a launch is killed and failed")
     p.add_argument("--dp", type=int, help="data-parallel degree (default: what the world size leaves)")
     p.add_argument("--tp", type=int, help="tensor-parallel degree for --parallel tp (default: world size / dp)")
@@ -107,12 +113,13 @@ LAUNCH_FLAGS = ("cluster", "rdzv_endpoint", "node_rank", "local_addr", "run_id",
 
 
 SPEC_FLAGS = ("workload", "parallel", "launcher", "nproc", "nodes", "steps", "warmup", "batch_size",
-              "target_accuracy", "backend", "seed", "timeout_s", "out")
+              "target_accuracy", "backend", "seed", "timeout_s", "out", "precision", "compile")
 
 
 # Flags that set a key of a spec section: flag -> (section, key).
 SECTION_FLAGS = {"dp": ("mesh", "dp"), "tp": ("mesh", "tp"), "pp": ("mesh", "pp"),
                  "microbatches": ("pipeline", "microbatches"), "schedule": ("pipeline", "schedule"),
+                 "channels_last": ("model", "channels_last"),
                  **{flag: ("launch", flag) for flag in LAUNCH_FLAGS}}
 
 

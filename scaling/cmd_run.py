@@ -41,6 +41,10 @@ def handle(args: argparse.Namespace) -> int:
         task, on_progress = live.start_run(label, spec.steps)
         outcome = execute(spec, on_progress=on_progress)
         live.finish_run(task, label, outcome.summary)
+    if outcome.summary.get("gpu") is not None:
+        from trainscale.analysis.gpu_telemetry import summary_line
+
+        console.print(f"gpu: {summary_line(outcome.summary['gpu'])}", markup=False)
     console.print(f"results: {outcome.run_dir}")
     print(outcome.run_dir)
     return 0 if outcome.ok else 1

@@ -27,6 +27,7 @@ from trainscale.analysis import schema
 
 from .distributed import DistContext
 from .spec import RunSpec
+from .timing import PhaseClock
 
 AUTO_MIN, AUTO_MAX = 2, 10
 
@@ -59,33 +60,32 @@ class CommProbe:
         comm_s, ops = self.timer.end_step()
         return {"comm_s": comm_s, "comm_ops": ops}
 
-    def run_no_sync_block(self, stream: Iterator, ctx: DistContext, recorder, first_step: int,
-                          samples_per_item: int, clock: Callable[[], float], run_start: float) -> int:
-        """The compute-only steps; returns how many were recorded as no_sync (the warm-up step aside)."""
+    def run_no_sync_block(self, batches: Iterator, ctx: DistContext, recorder, first_step: int,
+                          samples_per_item: int, run_start: float) -> int:
+        """The compute-only steps on the next device batches (timed like training steps, by
+        scaling.timing.PhaseClock); returns how many were recorded as no_sync (the warm-up step aside)."""
         if self.no_sync_steps == 0:
             return 0
         model = self.strategy.model
         buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
         rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None
+        phases = PhaseClock(ctx.device, edges=3)
         ctx.synchronize()
         dist.barrier()
         # One more step first, recorded as no_sync_warmup: the first step on the no_sync path is slower.
         for k in range(self.no_sync_steps + 1):
             phase = schema.PHASE_NO_SYNC_WARMUP if k == 0 else schema.PHASE_NO_SYNC
             self.begin_step()
-            t0 = clock()
-            _epoch, (inputs, targets) = next(stream)
-            inputs = inputs.to(ctx.device, non_blocking=True)
-            targets = targets.to(ctx.device, non_blocking=True)
-            ctx.synchronize()
-            t1 = clock()
+            phases.mark()
+            inputs, targets = next(batches)
+            phases.mark()
             with self._no_sync():
                 loss = self.strategy.forward_backward(inputs, targets)
-            ctx.synchronize()
-            t2 = clock()
-            recorder.add(step=first_step + k, phase=phase, t_start=t0 - run_start, data_s=t1 - t0,
-                         compute_s=t2 - t1, optimizer_s=0.0, step_s=t2 - t0,
+            phases.mark()
+            (data_s, compute_s), t0, t2 = phases.finish()
+            recorder.add(step=first_step + k, phase=phase, t_start=t0 - run_start, data_s=data_s,
+                         compute_s=compute_s, optimizer_s=0.0, step_s=t2 - t0,
                          samples=len(targets) * samples_per_item, loss=loss, **self.step_columns())
             model.zero_grad(set_to_none=True)
         with torch.no_grad():

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from .distributed import DistContext
+from .precision import StepOptions
 
 
 def predict(strategy: Any, inputs: torch.Tensor) -> torch.Tensor:
@@ -18,8 +19,10 @@ def predict(strategy: Any, inputs: torch.Tensor) -> torch.Tensor:
     return own(inputs) if own is not None else strategy.model(inputs)
 
 
-def global_accuracy(strategy: Any, loader: DataLoader, ctx: DistContext) -> tuple[int, int]:
-    """(correct, total) top-1 over all ranks' shards; the same answer on every rank."""
+def global_accuracy(strategy: Any, loader: DataLoader, ctx: DistContext,
+                    options: StepOptions = StepOptions()) -> tuple[int, int]:
+    """(correct, total) top-1 over all ranks' shards; the same answer on every rank. The model runs
+    with the training steps' precision (autocast) and input memory format (options)."""
     model = strategy.model
     was_training = model.training
     model.eval()
@@ -27,7 +30,8 @@ def global_accuracy(strategy: Any, loader: DataLoader, ctx: DistContext) -> tupl
     try:
         with torch.no_grad():
             for inputs, targets, valid in loader:
-                logits = predict(strategy, inputs.to(ctx.device, non_blocking=True))
+                with options.autocast():
+                    logits = predict(strategy, options.prepare_inputs(inputs.to(ctx.device, non_blocking=True)))
                 hits = (logits.argmax(dim=1).cpu() == targets) & valid
                 counts[0] += hits.sum()
                 counts[1] += valid.sum()

@@ -14,6 +14,7 @@ from typing import Callable
 
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.analysis.gpu_telemetry import run_gpu_summary
 from trainscale.analysis.parallel import parallel_summary
 from trainscale.analysis.runs import load_rank_samples, run_metrics
 from trainscale.analysis.tta import run_tta
@@ -57,6 +58,7 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
         "batch_size_per_rank": spec.batch_size,
         "global_batch": spec.global_batch,
         "data_kind": spec.data.kind,
+        "precision": spec.precision,
         "wall_s": wall_s,
         "launch": {k: v for k, v in launch_facts.items() if k != "command"},
         "failures": failures,
@@ -83,6 +85,10 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
         summary["init_s"] = max((i["init_s"] for i in infos), default=None)
         summary["sample_unit"] = infos[0]["sample_unit"] if infos else "samples"
         summary["parallelism"] = parallel_summary(run_dir, summary["metrics"])
+        metrics = summary["metrics"]
+        window_samples = metrics["global_batch"] * metrics["measured_steps"] if metrics else None
+        summary["gpu"] = run_gpu_summary(run_dir, window_samples, summary["sample_unit"],
+                                         {int(i["pid"]) for i in infos if i.get("pid") is not None})
     return summary
 
 
@@ -132,6 +138,10 @@ def execute(spec: RunSpec, run_dir: Path | None = None,
                                               "threads", "device", "cpu_model", "cores", "memory_bytes")}
                      for i in rank_infos(run_dir)]
     prov["hostnames"] = sorted({r["hostname"] for r in prov["ranks"] if r.get("hostname")})
+    infos = rank_infos(run_dir)
+    if infos and infos[0].get("step_options"):  # precision, TF32, autocast, scaler, channels_last, compile
+        prov["step_options"] = infos[0]["step_options"]
+        prov["step_timing"] = infos[0].get("step_timing")
     if "emulated_cluster" in facts:
         prov["emulated_cluster"] = facts["emulated_cluster"]
     write_json_atomic(run_dir / schema.PROVENANCE, prov)

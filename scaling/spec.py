@@ -74,6 +74,14 @@ class CommConfig:
 
 
 @dataclass
+class TelemetryConfig:
+    """GPU telemetry through NVML (scaling/telemetry.py): local rank 0 of each node samples its node's
+    GPUs that the run uses; CPU runs record "no GPU telemetry" with the reason."""
+    enabled: bool = True
+    interval_s: float = 0.1  # seconds between samples (the energy counter is read at the window edges)
+
+
+@dataclass
 class RunSpec:
     workload: str = "resnet50"
     parallel: str = "ddp"
@@ -88,6 +96,8 @@ class RunSpec:
     target_accuracy: float | None = None  # set: a time-to-accuracy run (None: throughput run)
     timeout_s: float = 1800.0  # the whole launch is killed and marked failed after this
     threads_per_rank: int = 0  # 0: the node's cores divided by nproc (at least 1)
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (scaling/precision.py)
+    compile: bool = False  # torch.compile the wrapped model's forward (ddp, fsdp, tp)
     out: str = "results"
     model: dict[str, Any] = field(default_factory=dict)  # the workload's own knobs
     data: DataConfig = field(default_factory=DataConfig)
@@ -98,6 +108,7 @@ class RunSpec:
     comm: CommConfig = field(default_factory=CommConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)  # parallel degrees (--dp/--tp/--pp)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     @property
     def is_tta(self) -> bool:
@@ -317,9 +328,13 @@ def validate(spec: RunSpec) -> None:
          f"comm.no_sync_steps must be -1 (auto), 0 (off) or more, got {spec.comm.no_sync_steps}")
     need(spec.comm.delay_ms >= 0, f"comm.delay_ms must be 0 or more, got {spec.comm.delay_ms}")
     if spec.backend == "nccl":
-        import torch
+        from .distributed import check_gpus_for
 
-        need(torch.cuda.is_available(), "backend 'nccl' needs CUDA GPUs and none is visible (use --backend gloo)")
+        check_gpus_for(spec)
+    need(spec.telemetry.interval_s >= 0.01, f"telemetry.interval_s must be at least 0.01, got {spec.telemetry.interval_s}")
+    from .precision import check_options
+
+    check_options(spec)
     workload = workload_registry.get(spec.workload)
     try:
         workload.validate(spec.model_config())

@@ -2,32 +2,39 @@
 step, timed and instrumented the same way in throughput and time-to-accuracy runs.
 
 A step: the fault plan is consulted; then data (next batch, moved to the device), compute (forward
-and backward, gradient communication included) and optimizer time on this rank's monotonic clock,
-synchronised with the accelerator before each reading so host timers are honest; the comm probe's
-per-step columns (time in gradient collectives) and the strategy probe (collectives and state of one
-probe step) ride along.
+and backward, gradient communication included) and optimizer time. On CPU these are readings of the
+rank's monotonic clock; on CUDA, CUDA events at the parts' edges read after the step's one end
+synchronisation (scaling/timing.py), with the step's own time on the host clock after that
+synchronisation. The comm probe's per-step columns (time in gradient collectives) and the strategy
+probe (collectives and state of one probe step) ride along.
+
+Set-up applies the run's precision and speed options (scaling/precision.py) in one place: TF32 flags,
+channels_last model (inputs: scaling/device_data.py), then autocast, gradient scaler and torch.compile
+in the strategy's step; and starts this node's GPU telemetry (scaling/telemetry.py, local rank 0).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 
+from trainscale.analysis import schema
 from trainscale.faults.inject import maybe_inject, slow_down
 from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.registry import Built
 
 from .comm_probe import CommProbe
+from .device_data import DeviceBatches
 from .distributed import DistContext
 from .parallel.config import Layout
 from .parallel.measure import MemoryWatch, StrategyProbe
+from .precision import StepOptions
 from .spec import RunSpec
 from .strategies import Strategy, layout_of
 from .strategies import build as build_strategy
-
-clock = time.monotonic
+from .telemetry import NodeTelemetry
+from .timing import PhaseClock
 
 
 @dataclass
@@ -37,16 +44,23 @@ class Session:
     strategy: Strategy
     layout: Layout  # data is sharded over data-parallel ranks only (layout.dp_rank, layout.dp_size)
     memory: MemoryWatch
+    options: StepOptions
+    telemetry: NodeTelemetry  # marks run_start, window_start, run_stop; a no-op off local rank 0 or GPUs
 
 
 def set_up(spec: RunSpec, ctx: DistContext, min_train_samples: int) -> Session:
     torch.manual_seed(spec.seed)
     memory = MemoryWatch(ctx.device)
+    options = StepOptions.from_spec(spec, ctx.device)
+    options.apply_global_flags()
     workload = workload_registry.get(spec.workload)
     built = workload.build(spec.model_config(), spec.data, spec.seed, min_train_samples=min_train_samples)
     strategy = build_strategy(spec.parallel)
-    strategy.setup(built.model, built.loss_fn, spec, ctx)
-    return Session(built, strategy, layout_of(strategy, ctx.rank, ctx.world_size), memory)
+    strategy.setup(options.prepare_model(built.model), built.loss_fn, spec, ctx)
+    if hasattr(strategy, "configure_step"):  # validation refuses options a strategy without it cannot apply
+        strategy.configure_step(options)
+    return Session(built, strategy, layout_of(strategy, ctx.rank, ctx.world_size), memory, options,
+                   NodeTelemetry.start(spec, ctx))
 
 
 class TimedStep:
@@ -54,47 +68,63 @@ class TimedStep:
         self.session, self.spec, self.ctx, self.run_start = session, spec, ctx, run_start
         self.comm_probe = CommProbe(session.strategy, spec)
         self.extra_columns = tuple(getattr(session.strategy, "extra_sample_columns", ()))
-        self.strategy_probe = StrategyProbe(session.strategy, spec.warmup - 1 if spec.warmup else None)
+        if spec.compile:  # a first call under the probe's TorchDispatchMode makes dynamo skip the model for good
+            self.strategy_probe = StrategyProbe(session.strategy, None, "not measured: with compile on, the probe's "
+                                                "dispatch mode would keep torch.compile from tracing the model")
+        else:
+            self.strategy_probe = StrategyProbe(session.strategy, spec.warmup - 1 if spec.warmup else None)
+        self.clock = PhaseClock(ctx.device, edges=4)
+        self._source: Iterator | None = None
+        self._device_batches: DeviceBatches | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
         """Sample columns beyond schema.SAMPLE_COLUMNS that each step's row carries."""
         return self.comm_probe.columns + self.extra_columns
 
+    def device_batches(self, batches: Iterator) -> DeviceBatches:
+        """The device-side view of a loader's batch iterator (one per iterator: a new epoch's iterator
+        gets a new one)."""
+        if batches is not self._source:
+            self._source = batches
+            self._device_batches = DeviceBatches(batches, self.ctx.device, self.session.options)
+        return self._device_batches
+
     def align(self) -> None:
-        """All ranks start the measured window together."""
+        """All ranks start the measured window together; the node's GPU telemetry marks it."""
         self.ctx.synchronize()
         torch.distributed.barrier()
+        self.session.telemetry.mark(schema.MARK_WINDOW_START)
 
     def __call__(self, step: int, batches: Iterator[Any]) -> dict[str, Any]:
         """Run training step `step` on the next batch; the sample row (all but the phase)."""
-        spec, ctx, strategy = self.spec, self.ctx, self.session.strategy
+        spec, ctx, strategy, phases = self.spec, self.ctx, self.session.strategy, self.clock
         fault = spec.fault
         maybe_inject(fault.kind, fault.rank, fault.at_step, ctx.rank, step)
         self.comm_probe.begin_step()
         self.strategy_probe.begin(step)
-        t0 = clock()
-        inputs, targets = next(batches)
-        inputs = inputs.to(ctx.device, non_blocking=True)
-        targets = targets.to(ctx.device, non_blocking=True)
-        ctx.synchronize()
-        t1 = clock()
+        phases.mark()
+        inputs, targets = next(self.device_batches(batches))
+        phases.mark()
         loss = strategy.forward_backward(inputs, targets)
-        ctx.synchronize()
-        slow_down(fault.kind, fault.rank, fault.at_step, ctx.rank, step, fault.slow_factor, clock() - t1)
-        t2 = clock()
+        if fault.kind == "slow":  # the straggler sleeps before the compute edge: its sleep is compute time
+            slow_down(fault.kind, fault.rank, fault.at_step, ctx.rank, step, fault.slow_factor, phases.since_last())
+        phases.mark()
         strategy.optimizer_step()
-        ctx.synchronize()
-        t3 = clock()
+        phases.mark()
+        (data_s, compute_s, optimizer_s), t0, t3 = phases.finish()
         self.strategy_probe.end(step)
         # One rank per data-parallel replica counts its samples, so the ranks' sum is the global batch.
         samples = len(targets) * self.session.built.samples_per_item if self.session.layout.holds_loss else 0
-        return dict(step=step, t_start=t0 - self.run_start, data_s=t1 - t0, compute_s=t2 - t1, optimizer_s=t3 - t2,
-                    step_s=t3 - t0, samples=samples, loss=loss, **self.comm_probe.step_columns(),
+        return dict(step=step, t_start=t0 - self.run_start, data_s=data_s, compute_s=compute_s,
+                    optimizer_s=optimizer_s, step_s=t3 - t0, samples=samples, loss=loss,
+                    **self.comm_probe.step_columns(),
                     **(strategy.step_extras() if self.extra_columns else {}))
 
     def facts(self) -> dict[str, Any]:
         """Per-rank facts for ranks/rankN.json: layout, memory, the probe step's collectives and state."""
         s = self.session
         return {"parallel": {"strategy": self.spec.parallel, **s.layout.to_dict()}, "memory": s.memory.facts(),
-                "workload_facts": s.built.extra, **self.strategy_probe.facts()}
+                "workload_facts": s.built.extra, "step_options": s.options.facts(),
+                "step_timing": "CUDA events, read after each step's end synchronisation" if self.clock.cuda
+                else "host monotonic clock", **self.strategy_probe.facts()}

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .comm_timing import CollectiveTimer, timed_allreduce_hook
 from .distributed import DistContext
 from .parallel.config import Layout
+from .precision import StepOptions
 from .spec import OptimConfig, RunSpec
 
 
@@ -43,29 +44,48 @@ class Strategy(Protocol):
     #   no_grad_sync() -> context manager    a forward/backward inside it skips gradient synchronisation
     # Optional: ``layout`` (a parallel.config.Layout; data parallel over all ranks when absent),
     # ``extra_sample_columns`` with ``step_extras()`` (per-step values for the samples file), and
-    # ``stepping_optimizer`` (the torch optimizer that actually steps, when ``optimizer`` wraps it).
+    # ``stepping_optimizer`` (the torch optimizer that actually steps, when ``optimizer`` wraps it), and
+    # ``configure_step(options)`` (applies scaling.precision.StepOptions: autocast, grad scaler, compile).
 
 
 class WholeModelStep:
     """The step of strategies whose wrapped model takes the whole batch and returns the loss's input
-    (DDP, FSDP, TP): forward, loss, backward; the optimizer steps and clears the gradients."""
+    (DDP, FSDP, TP): forward and loss (under autocast for bf16/fp16), backward (through the gradient
+    scaler for fp16); the optimizer steps and clears the gradients. ``configure_step`` applies the run's
+    precision and speed options (scaling/precision.py) once the strategy has wrapped the model."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     loss_fn: Callable[..., Any]
+    sharded_grads = True  # FSDP/TP gradients are shards: an fp16 scaler must agree on inf/NaN across ranks
+    options: StepOptions = StepOptions()
+    scaler: Any = None
+    _forward: nn.Module | None = None  # the compiled model, when compile is on
+
+    def configure_step(self, options: StepOptions) -> None:
+        self.options = options
+        self.scaler = options.grad_scaler(self.sharded_grads)
+        self._forward = options.compiled(self.model) if options.compile else None
 
     def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor:
-        loss = self.loss_fn(self.model(inputs), targets)
-        loss.backward()
+        model = self.model if self._forward is None else self._forward
+        with self.options.autocast():
+            loss = self.loss_fn(model(inputs), targets)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss.detach()
 
     def optimizer_step(self) -> None:
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
 
 class DDPStrategy(WholeModelStep):
     """torch DistributedDataParallel: gradients all-reduced in buckets, overlapped with backward."""
+    sharded_grads = False
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
         model = model.to(ctx.device)

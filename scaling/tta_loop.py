@@ -23,7 +23,7 @@ import torch
 from trainscale.analysis import schema
 from trainscale.workloads.data import sharded_eval_loader, sharded_loader
 
-from .distributed import DistContext
+from .distributed import DistContext, device_name
 from .evaluation import global_accuracy
 from .events import EventLog, mlc
 from .recorder import SampleRecorder
@@ -57,11 +57,12 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     events.event(schema.EVENT_MAX_EPOCHS, spec.eval.max_epochs)
 
     run_start = events.start(mlc.RUN_START)
+    session.telemetry.mark(schema.MARK_RUN_START)
     step_fn = TimedStep(session, spec, ctx, run_start)
     recorder = SampleRecorder(run_dir, ctx.rank, extra_columns=schema.TTA_SAMPLE_COLUMNS + step_fn.columns)
     # First touch of the data: after run_start (MLPerf), so reading it is inside the clock.
     loader = sharded_loader(built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
-                            workers=spec.data.loader_workers)
+                            workers=spec.data.loader_workers, pin_memory=ctx.device.type == "cuda")
     eval_loader = sharded_eval_loader(built.eval_set, spec.eval.batch_size or spec.batch_size, ctx.rank,
                                       ctx.world_size, workers=spec.data.loader_workers)
     eval_samples = len(built.eval_set)
@@ -73,7 +74,7 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
 
     def evaluate(epoch_num: float, step: int) -> tuple[float, float]:
         t_start = events.start(mlc.EVAL_START, metadata={"epoch_num": epoch_num})
-        correct, total = global_accuracy(session.strategy, eval_loader, ctx)
+        correct, total = global_accuracy(session.strategy, eval_loader, ctx, session.options)
         if total != eval_samples:
             raise RuntimeError(f"evaluation counted {total} samples, the validation set has {eval_samples}")
         accuracy = correct / total
@@ -115,6 +116,9 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     recorder.close()
     progress.update(step, "reached the target" if reached else "target not reached", force=True)
     status = mlc.SUCCESS if reached else mlc.ABORTED
+    session.telemetry.mark(schema.MARK_RUN_STOP)
     run_stop = events.end(mlc.RUN_STOP, metadata={"status": status, "epochs": epoch, "steps": step})
+    session.telemetry.finish(run_dir)
     return {"init_s": init_s, "run_s": run_stop - run_start, "sample_unit": built.sample_unit,
-            "tta_reached": reached, "epochs": epoch, "steps": step, **step_fn.facts()}
+            "tta_reached": reached, "epochs": epoch, "steps": step, "device_name": device_name(ctx.device),
+            **step_fn.facts()}

@@ -24,11 +24,11 @@ from trainscale.analysis.files import read_json, write_json_atomic
 from trainscale.workloads.data import sharded_loader
 
 from . import provenance
-from .distributed import DistContext, init_from_env, shutdown
+from .distributed import DistContext, device_name, init_from_env, shutdown
 from .events import EventLog, mlc
 from .recorder import SampleRecorder
 from .spec import RunSpec, from_dict
-from .step import TimedStep, clock, set_up
+from .step import TimedStep, set_up
 
 PROGRESS_INTERVAL_S = 0.5
 
@@ -60,7 +60,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     session = set_up(spec, ctx, min_train_samples=spec.steps * spec.global_batch)
     layout = session.layout
     loader = sharded_loader(session.built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
-                            workers=spec.data.loader_workers)
+                            workers=spec.data.loader_workers, pin_memory=ctx.device.type == "cuda")
     torch.distributed.barrier()
     init_s = time.monotonic() - t_main
     events.end(mlc.INIT_STOP)
@@ -70,6 +70,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     events.event(mlc.MAX_STEPS, spec.steps)
 
     run_start = events.start(mlc.RUN_START)
+    session.telemetry.mark(schema.MARK_RUN_START)
     step_fn = TimedStep(session, spec, ctx, run_start)
     recorder = SampleRecorder(run_dir, ctx.rank, step_fn.columns)
     progress = Progress(run_dir, ctx.is_main, spec.steps)
@@ -82,21 +83,17 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
         phase = schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED
         recorder.add(phase=phase, **step_fn(step, batches))
         progress.update(step + 1, phase)
+    session.telemetry.mark(schema.MARK_RUN_STOP)  # the last step ended with its synchronisation
     run_s = events.end(mlc.RUN_STOP, metadata={"status": "success"}) - run_start
     # Compute-only steps for the exposed-communication figure: after run_stop, outside the window.
-    no_sync = step_fn.comm_probe.run_no_sync_block(stream, ctx, recorder, spec.steps, session.built.samples_per_item,
-                                                   clock, run_start)
+    no_sync = step_fn.comm_probe.run_no_sync_block(step_fn.device_batches(batches), ctx, recorder, spec.steps,
+                                                   session.built.samples_per_item, run_start)
     events.event("ts_no_sync_steps", no_sync)
     recorder.close()
+    session.telemetry.finish(run_dir)
     progress.update(spec.steps, "done", force=True)
     return {"init_s": init_s, "run_s": run_s, "sample_unit": session.built.sample_unit,
-            "device_name": _device_name(ctx.device), **step_fn.facts()}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu: {provenance.cpu_model()}"
+            "device_name": device_name(ctx.device), **step_fn.facts()}
 
 
 @record

@@ -11,7 +11,7 @@ from trainscale.scaling.spec import SpecError, parse_set, resolve
 def test_defaults_resolve_with_the_workload_model_table():
     spec = resolve()
     assert spec.workload == "resnet50" and spec.parallel == "ddp"
-    assert spec.model == {"width": 1.0, "resolution": 224, "num_classes": 1000}
+    assert spec.model == {"width": 1.0, "resolution": 224, "num_classes": 1000, "channels_last": False}
 
 
 def test_precedence_config_then_flags_then_set(tmp_path: Path):

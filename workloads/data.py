@@ -124,14 +124,16 @@ class ShardedLoader:
 
 
 def sharded_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, seed: int,
-                   workers: int = 0, shuffle: bool = True, drop_last: bool = True) -> ShardedLoader:
+                   workers: int = 0, shuffle: bool = True, drop_last: bool = True,
+                   pin_memory: bool = False) -> ShardedLoader:
+    """pin_memory: page-locked batches, for asynchronous copies to a GPU."""
     if len(dataset) < batch_size * world_size and drop_last:
         raise ValueError(f"data set has {len(dataset)} samples, fewer than one global batch "
                          f"({batch_size} x {world_size})")
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
                                  seed=seed, drop_last=drop_last)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        drop_last=drop_last)
+                        drop_last=drop_last, pin_memory=pin_memory)
     return ShardedLoader(loader, sampler)
 
 

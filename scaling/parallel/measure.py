@@ -202,8 +202,9 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> dict[str, int]:
 class StrategyProbe:
     """Counts collectives and optimizer-visible state over one step (begin/end around the step)."""
 
-    def __init__(self, strategy: Any, probe_step: int | None) -> None:
-        self.strategy, self.probe_step = strategy, probe_step
+    def __init__(self, strategy: Any, probe_step: int | None, off_note: str | None = None) -> None:
+        """off_note: why the probe is off (probe_step None) when it is not for lack of a warmup step."""
+        self.strategy, self.probe_step, self.off_note = strategy, probe_step, off_note
         self.comm: list[dict] | None = None
         self.state: dict[str, int] | None = None
         self._counter: CollectiveCounter | None = None
@@ -231,7 +232,7 @@ class StrategyProbe:
 
     def facts(self) -> dict:
         if self.probe_step is None:
-            note = "not measured: the probe runs in the last warmup step and this run has warmup 0"
+            note = self.off_note or "not measured: the probe runs in the last warmup step and this run has warmup 0"
             return {"comm": {"probe_step": None, "note": note}, "optimizer_state_bytes": None}
         return {"comm": {"probe_step": self.probe_step, "ops": self.comm or [],
                          "payload_bytes": sum(o["payload_bytes"] for o in self.comm or [])},
