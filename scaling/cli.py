@@ -15,6 +15,7 @@ COMMANDS = {
     "cluster": "trainscale.scaling.cmd_cluster",
     "slurm": "trainscale.scaling.cmd_slurm",
     "comm": "trainscale.scaling.cmd_comm",
+    "drill": "trainscale.scaling.cmd_drill",
 }
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from trainscale.faults.inject import maybe_inject, slow_down
+from trainscale.analysis import schema
+from trainscale.faults.inject import FaultInjector
 from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.registry import Built
 
@@ -50,8 +52,11 @@ def set_up(spec: RunSpec, ctx: DistContext, min_train_samples: int) -> Session:
 
 
 class TimedStep:
-    def __init__(self, session: Session, spec: RunSpec, ctx: DistContext, run_start: float) -> None:
+    def __init__(self, session: Session, spec: RunSpec, ctx: DistContext, run_start: float,
+                 run_dir: Path | None = None, checkpoint_root: Path | None = None) -> None:
         self.session, self.spec, self.ctx, self.run_start = session, spec, ctx, run_start
+        self.faults = FaultInjector(spec.fault, ctx.rank, run_start,
+                                    run_dir / schema.EVENTS if run_dir is not None else None, checkpoint_root)
         self.comm_probe = CommProbe(session.strategy, spec)
         self.extra_columns = tuple(getattr(session.strategy, "extra_sample_columns", ()))
         self.strategy_probe = StrategyProbe(session.strategy, spec.warmup - 1 if spec.warmup else None)
@@ -69,8 +74,7 @@ class TimedStep:
     def __call__(self, step: int, batches: Iterator[Any]) -> dict[str, Any]:
         """Run training step `step` on the next batch; the sample row (all but the phase)."""
         spec, ctx, strategy = self.spec, self.ctx, self.session.strategy
-        fault = spec.fault
-        maybe_inject(fault.kind, fault.rank, fault.at_step, ctx.rank, step)
+        self.faults.before_step(step)
         self.comm_probe.begin_step()
         self.strategy_probe.begin(step)
         t0 = clock()
@@ -81,7 +85,7 @@ class TimedStep:
         t1 = clock()
         loss = strategy.forward_backward(inputs, targets)
         ctx.synchronize()
-        slow_down(fault.kind, fault.rank, fault.at_step, ctx.rank, step, fault.slow_factor, clock() - t1)
+        self.faults.slow_down(step, clock() - t1)
         t2 = clock()
         strategy.optimizer_step()
         ctx.synchronize()
