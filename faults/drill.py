@@ -141,9 +141,10 @@ def timeline_plot(run_dir: Path, drill: dict, path: Path) -> Path:
     stops = [mono_s(e) for e in events if e["key"] == "run_stop"]
     faults = [mono_s(e) for e in events if e["key"] == schema.EVENT_FAULT]
     for i, s in enumerate(starts):
-        end = next((x for x in stops if x > s), None) or next((f for f in faults if f > s), None)
-        if end is None:
+        ends = [x for x in stops + faults if x > s]
+        if not ends:
             continue
+        end = min(ends)
         ax.broken_barh([(s - t0, end - s)], (2, 0.8), color="tab:green", label="training" if i == 0 else None)
     for e in events:
         if e["key"] == schema.EVENT_CKPT_SAVE:

@@ -42,14 +42,14 @@ def failure_records(err) -> list[dict]:
 
 
 class AgentEvents(logging.Handler):
-    """Times the agent's reactions: torchrun logs "Worker group FAILED ... will restart worker group"
-    the moment its monitor sees a dead worker (every --monitor-interval, 0.1 s by default). Each
-    such record goes to FILE as a JSON line with this machine's monotonic clock (the clock the
-    ranks' event log uses), so the recovery timeline can start its restart phase there.
-
-    A worker stopped by SIGSTOP (a hang) would ignore torchrun's SIGTERM until torchrun escalates
-    to SIGKILL 30 s later; as a supervisor of hung workers does, the stopped ones are killed here,
-    when the failure is seen, so the restart is not held up."""
+    """Times the agent's reactions to a failed worker, as JSON lines in FILE with this machine's
+    monotonic clock (the clock of the ranks' event log):
+      closing_workers      torchrun's monitor (every --monitor-interval, 0.1 s by default) saw a worker
+                           fail and starts stopping the others ("Sending process P closing signal")
+      worker_group_failed  the group is down; "will restart worker group" (after the others stopped)
+    A worker stopped by SIGSTOP (a hang) ignores torchrun's SIGTERM until torchrun escalates to SIGKILL
+    30 s later; as a supervisor of hung workers does, stopped workers are killed here when the first
+    reaction is seen, so that the restart is not held up."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(level=logging.INFO)
@@ -57,13 +57,16 @@ class AgentEvents(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
-        if "Worker group" not in text or "will restart" not in text:
+        if "closing signal" in text:
+            event = "closing_workers"
+        elif "Worker group" in text and "will restart" in text:
+            event = "worker_group_failed"
+        else:
             return
         now = time.monotonic()
         killed = kill_stopped_children()
         with open(self.path, "a") as f:
-            f.write(json.dumps({"event": "worker_group_failed", "mono_s": now, "message": text,
-                                "killed_stopped_pids": killed}) + "\n")
+            f.write(json.dumps({"event": event, "mono_s": now, "message": text, "killed_stopped_pids": killed}) + "\n")
 
 
 def kill_stopped_children() -> list[int]:
@@ -101,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainscale.analysis.files import write_json_atomic
 
     if ours.events:  # after torch's imports, which set the agent logger's level
-        api_logger = logging.getLogger("torch.distributed.elastic.agent.server.api")
-        api_logger.addHandler(AgentEvents(ours.events))
-        if api_logger.getEffectiveLevel() > logging.INFO:
-            api_logger.setLevel(logging.INFO)
+        handler = AgentEvents(ours.events)
+        for name in ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api"):
+            torch_logger = logging.getLogger(name)
+            torch_logger.addHandler(handler)
+            if torch_logger.getEffectiveLevel() > logging.INFO:
+                torch_logger.setLevel(logging.INFO)
 
     try:
         run(parse_args(argv[split + 1:]))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -156,4 +158,12 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException:
+        # @record has written the error for torchrun. Exit now: with a peer that hangs (SIGSTOP), the
+        # process group's teardown at interpreter exit blocks for tens of seconds, hiding the failure.
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
