@@ -160,7 +160,7 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except BaseException:
+    except Exception:
         # @record has written the error for torchrun. Exit now: with a peer that hangs (SIGSTOP), the
         # process group's teardown at interpreter exit blocks for tens of seconds, hiding the failure.
         traceback.print_exc()

@@ -197,3 +197,28 @@ def test_fault_plan_fires_once_at_step_or_time(monkeypatch):
     timed.at_time_s = 0.0
     inj.before_step(1)
     assert inj.slow_from == 1
+
+
+def test_time_based_saves_are_decided_by_rank0_clock(group, tmp_path):
+    import time
+
+    from trainscale.scaling.checkpointing import RunCheckpoints
+    from trainscale.scaling.events import EventLog
+    from trainscale.scaling.recorder import SampleRecorder
+    from trainscale.scaling.spec import RunSpec
+
+    spec = RunSpec()
+    spec.checkpoint.every_s = 3600.0
+    model, opt, _sched = make(0)
+    events = EventLog(tmp_path / "events.log")
+    saver = RunCheckpoints(spec, SimpleNamespace(model=model, optimizer=opt), tmp_path, events)
+    recorder = SampleRecorder(tmp_path, 0)
+    saver.after_step(1, {"step": 1}, recorder)
+    assert saver.ckpt.saves == []  # an hour has not passed
+    saver.cfg.every_s = 0.05
+    time.sleep(0.1)
+    saver.after_step(2, {"step": 2}, recorder)
+    assert [r.step for r in saver.ckpt.saves] == [2]
+    events.close()
+    log = (tmp_path / "events.log").read_text()
+    assert '"key": "ts_checkpoint_save", "value": 2' in log and '"key": "ts_checkpoint_complete", "value": 2' in log
