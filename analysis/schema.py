@@ -33,6 +33,7 @@ FAILURES = "failures.json"
 SAMPLES_DIR = "samples"
 ATTEMPTS_DIR = "attempts"  # samples/attempts/rankNNNNN-attemptK.csv: rows of attempts a restart replaced
 CHECKPOINTS_DIR = "checkpoints"
+FAULT_FIRED = "fault_fired.json"  # written by the faulty rank as it fires: a restarted attempt never fires again
 AGENT_EVENTS = "agent_events.jsonl"  # the torchrun agent's failure/restart reactions, with mono_s
 RANKS_DIR = "ranks"
 LOGS_DIR = "logs"

@@ -22,7 +22,8 @@ from trainscale.analysis.reliability import daly_interval_s, young_interval_s
 
 REPORT = "drill_report.md"
 TIMELINE_PNG = "timeline.png"
-ENGINES = {"local": "torchrun elastic agent (--max-restarts)", "torchrun": "torchrun elastic agent (--max-restarts)"}
+ENGINES = {"local": "torchrun elastic agent (--max-restarts)", "torchrun": "torchrun elastic agent (--max-restarts)",
+           "ray": "Ray Train FailureConfig(max_failures)"}
 
 
 def drill_summary(run_dir: Path, spec: Any, mtbf_s: float, draw: dict | None = None) -> dict:
@@ -94,6 +95,9 @@ def report_markdown(s: dict) -> str:
                      f"{_fmt(r.get('other_s'))} | {_fmt(r['total_s'])} |")
         for fb in r.get("fallbacks", []):
             lines.append(f"\nFell back past checkpoint step {fb['step']} ({fb['path']}): {fb['reason']}")
+    if any(r["detection_s"] is None for r in s["recovery"]):
+        lines.append("\nThis engine's reaction is not timed (no agent record): detection and restart are in "
+                     "'other'.")
     if not s["recovery"]:
         lines.append("| (no recovery: the fault did not stop the job) | | | | | | | | |")
     lines += ["", "restart: agent saw the failure -> new rank 0 in main() (spawn, interpreter, imports); "

@@ -10,8 +10,9 @@ after run_start (on that rank's monotonic clock).
   ckpt-corrupt  the rank truncates the newest complete checkpoint, then SIGKILLs itself: the restart
                 must fall back to the checkpoint before
 
-Crash faults fire in the first attempt only (TORCHELASTIC_RESTART_COUNT 0), so a restarted group
-runs on. Before firing, the rank appends a ``ts_fault`` event (kind, rank, step, mono_s) to the run's
+Faults fire once per run: in the first attempt only (TORCHELASTIC_RESTART_COUNT 0) and only while the
+run folder has no fault_fired.json (engines without torchrun's count, e.g. Ray Train), so a restarted
+group runs on. Before firing, the rank appends a ``ts_fault`` event (kind, rank, step, mono_s) to the run's
 event log: the time the recovery timeline starts from.
 """
 from __future__ import annotations
@@ -45,7 +46,10 @@ class FaultInjector:
                  checkpoint_root: Path | None = None) -> None:
         self.fault, self.rank, self.run_start = fault, rank, run_start
         self.events_path, self.checkpoint_root = events_path, checkpoint_root
-        self.armed = fault.kind != "none" and rank == fault.rank and restart_count() == 0
+        # Fire once per run, whatever restarts the group (torchrun's count; the marker for Ray and others).
+        self.marker = events_path.parent / schema.FAULT_FIRED if events_path is not None else None
+        self.armed = (fault.kind != "none" and rank == fault.rank and restart_count() == 0
+                      and not (self.marker is not None and self.marker.exists()))
         self.slow_from: int | None = None  # the step a straggler starts at
 
     def _due(self, step: int) -> bool:
@@ -92,6 +96,9 @@ class FaultInjector:
     def _log(self, step: int, extra: dict) -> None:
         if self.events_path is None:
             return
+        from trainscale.analysis.files import write_json_atomic
+
+        write_json_atomic(self.marker, {"kind": self.fault.kind, "rank": self.rank, "step": step})
         from trainscale.scaling.events import EventLog
 
         log = EventLog(self.events_path)  # appends; rank 0 may be writing too (whole lines, O_APPEND)

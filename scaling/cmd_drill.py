@@ -86,9 +86,12 @@ def handle(args: argparse.Namespace) -> int:
     base = resolve(args.config, flags, args.sets)  # the world size and steps the drill flags depend on
     sets, draw = drill_sets(args, base.world_size, base.steps)
     spec = resolve(args.config, flags, sets + args.sets)
-    if spec.launcher not in ("local",):
-        raise cli_common.UsageError(f"drill recovers through torchrun's elastic agent: it needs --launcher local, "
-                                    f"got {spec.launcher!r}")
+    if spec.launcher not in ("local", "ray"):
+        raise cli_common.UsageError(f"drill recovers through torchrun's elastic agent (--launcher local) or Ray "
+                                    f"Train's FailureConfig (--launcher ray), got {spec.launcher!r}")
+    if spec.launcher == "ray" and spec.fault.kind == "hang":
+        raise cli_common.UsageError("drill --fault hang needs --launcher local (Ray Train has no stopped-worker "
+                                    "handling here)")
     if spec.nodes > 1:
         raise cli_common.UsageError(f"drill runs on one node (emulated multi-node drills are not built), "
                                     f"got --nodes {spec.nodes}")

@@ -83,13 +83,13 @@ def reference(tmp_path_factory):
     return get
 
 
-def _drill(cli, out: Path, *args: str) -> tuple[Path, dict]:
+def _drill(cli, out: Path, *args: str, engine: str = "torchrun elastic agent") -> tuple[Path, dict]:
     proc = cli("drill", *RUN, "--out", str(out), *args, timeout=300)
     run_dir = _run_dir(proc, out)
     summary = read_json(run_dir / "summary.json")
     for section, keys in CONTRACT.items():
         assert keys <= summary[section].keys(), (section, summary[section])
-    assert summary["drill"]["engine"].startswith("torchrun elastic agent")
+    assert summary["drill"]["engine"].startswith(engine)
     assert (run_dir / "drill_report.md").is_file() and (run_dir / "timeline.png").stat().st_size > 0
     return run_dir, summary
 
@@ -126,6 +126,18 @@ def test_kill_rank_recovers_from_checkpoint_with_nothing_lost(cli, tmp_path, ref
     # The comparison can fail: the state four steps earlier differs.
     with pytest.raises(AssertionError):
         _assert_bitwise_equal(_state(ref, 8, tmp_path), want)
+
+
+@pytest.mark.slow
+def test_kill_rank_recovered_by_ray_train_failure_config(cli, tmp_path, reference):
+    pytest.importorskip("ray.train")
+    run_dir, summary = _drill(cli, tmp_path / "drill", "--launcher", "ray", "--parallel", "ddp", "--fault",
+                              "kill-rank", "--at-step", "7", "--ckpt-every", "4", "--rank", "1", engine="Ray Train")
+    assert summary["status"] == "ok" and summary["drill"]["restarts"] == 1
+    (r,) = summary["recovery"]
+    assert r["recovered"] and r["resumed_step"] == 4 and r["detection_s"] is None  # Ray's reaction is not timed
+    assert r["total_s"] > r["restore_s"] > 0
+    _assert_bitwise_equal(_state(run_dir, STEPS, tmp_path), _state(reference("ddp"), STEPS, tmp_path))
 
 
 @pytest.mark.slow
