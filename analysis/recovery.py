@@ -45,10 +45,11 @@ def rank_attempt_rows(run_dir: Path, rank: int = 0) -> list[list[dict]]:
 
 
 def read_agent_events(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / schema.AGENT_EVENTS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every agent's reactions (one file per node on multi-node launches), in time order."""
+    out = []
+    for path in sorted(Path(run_dir).glob(schema.AGENT_EVENTS.replace(".jsonl", "*.jsonl"))):
+        out += [{**json.loads(line), "file": path.name} for line in path.read_text().splitlines() if line.strip()]
+    return sorted(out, key=lambda e: e["mono_s"])
 
 
 def _attempts(events: list[dict]) -> list[dict]:
@@ -67,6 +68,16 @@ def _first(events: list[dict], key: str, event_type: str | None = None) -> dict 
                 None)
 
 
+def crash_faults(events: list[dict]) -> list[dict]:
+    """The first crash fault of each attempt (kill-node fires on every rank of the node)."""
+    out = []
+    for att in _attempts(events):
+        first = next((e for e in att["events"] if e["key"] == schema.EVENT_FAULT and e["value"] != "slow"), None)
+        if first is not None:
+            out.append(first)
+    return out
+
+
 def recovery_timelines(run_dir: Path) -> list[dict]:
     run_dir = Path(run_dir)
     events = read_events(run_dir / schema.EVENTS)
@@ -74,9 +85,7 @@ def recovery_timelines(run_dir: Path) -> list[dict]:
     attempts = _attempts(events)
     rows_by_attempt = rank_attempt_rows(run_dir, 0)
     out = []
-    for fault in all_of(events, schema.EVENT_FAULT):
-        if fault["value"] == "slow":
-            continue
+    for fault in crash_faults(events):
         t_fail, failed_step = mono_s(fault), int(fault["metadata"]["step"])
         entry: dict = {"fault": fault["value"], "rank": fault["metadata"]["rank"], "step": failed_step,
                        "detection_s": None, "restart_s": None, "rendezvous_s": None, "restore_s": None,
@@ -169,9 +178,7 @@ def goodput(run_dir: Path) -> dict:
               "checkpoint_save": sum(float(e["metadata"]["blocking_s"]) for e in events
                                      if e["key"] == schema.EVENT_CKPT_SAVE and mono_s(e) <= end),
               "checkpoint_restore": 0.0, "recovery": 0.0, "lost_work": 0.0, "data_loading": data}
-    for fault in all_of(events, schema.EVENT_FAULT):
-        if fault["value"] == "slow":
-            continue
+    for fault in crash_faults(events):
         t_fail = mono_s(fault)
         idx = next((i for i, a in enumerate(attempts) if mono_s(a["attempt"]) > t_fail), None)
         if idx is None:

@@ -22,7 +22,7 @@ from trainscale.analysis.reliability import daly_interval_s, young_interval_s
 
 REPORT = "drill_report.md"
 TIMELINE_PNG = "timeline.png"
-ENGINES = {"local": "torchrun elastic agent (--max-restarts)", "torchrun": "torchrun elastic agent (--max-restarts)",
+ENGINES: dict[str, str] = {"local": "torchrun elastic agent (--max-restarts)", "torchrun": "torchrun elastic agent (--max-restarts)",
            "ray": "Ray Train FailureConfig(max_failures)"}
 
 
@@ -33,6 +33,7 @@ def drill_summary(run_dir: Path, spec: Any, mtbf_s: float, draw: dict | None = N
     f = spec.fault
     out: dict = {"drill": {"fault": f.kind, "engine": ENGINES.get(spec.launcher, spec.launcher),
                            "launcher": spec.launcher, "max_restarts": spec.launch.max_restarts, "rank": f.rank,
+                           "node": f.node if f.kind == "kill-node" else None, "nodes": spec.nodes,
                            "at_step": f.at_step if f.at_time_s < 0 else None,
                            "at_time_s": f.at_time_s if f.at_time_s >= 0 else None,
                            "detect_timeout_s": f.detect_timeout_s or None, "random_draw": draw,
@@ -76,7 +77,8 @@ def report_markdown(s: dict) -> str:
     lines = [f"# Drill: {d['fault']} ({s.get('run_id', '')})", "",
              f"- status: **{s['status']}**" + (f" ({s['reason']})" if s.get("reason") else ""),
              f"- recovery engine: {d['engine']}, max restarts {d['max_restarts']}, restarts taken {d['restarts']}",
-             f"- fault: `{d['fault']}` on rank {d['rank']}, "
+             f"- fault: `{d['fault']}` on " + (f"node {d['node']} (every rank of it; {d['nodes']} nodes), "
+                                               if d.get("node") is not None else f"rank {d['rank']}, ")
              + (f"at step {d['at_step']}" if d["at_step"] is not None else f"at {d['at_time_s']:.2f} s after run_start")
              + (f" (drawn: {d['random_draw']})" if d.get("random_draw") else "")
              + (f"; fired at step {d['fired_at_step']}" if d["fired"] else "; **never fired**"),

@@ -3,6 +3,7 @@ after run_start (on that rank's monotonic clock).
 
   exception     the rank raises (a software crash: the error text reaches the run record)
   kill-rank     the rank SIGKILLs itself (a hard crash: no error text, only the signal)
+  kill-node     every rank of node fault.node SIGKILLs itself at the same step (a node lost; its agent lives)
   hang          the rank SIGSTOPs itself: it stays alive but never answers; its peers find out only
                 when a collective times out (fault.detect_timeout_s sets the process group's timeout)
   slow          a straggler: from the fault on, the rank sleeps (slow_factor - 1) x its own compute
@@ -26,8 +27,7 @@ from typing import Any
 
 from trainscale.analysis import schema
 
-FAULT_KINDS = ("none", "exception", "kill-rank", "slow", "hang", "ckpt-corrupt")
-CRASH_KINDS = ("exception", "kill-rank", "hang", "ckpt-corrupt")
+FAULT_KINDS = ("none", "exception", "kill-rank", "kill-node", "slow", "hang", "ckpt-corrupt")
 EVENT_FAULT = schema.EVENT_FAULT
 
 
@@ -43,12 +43,13 @@ class FaultInjector:
     """One rank's view of the run's fault plan (a spec.FaultConfig)."""
 
     def __init__(self, fault: Any, rank: int, run_start: float, events_path: Path | None = None,
-                 checkpoint_root: Path | None = None) -> None:
+                 checkpoint_root: Path | None = None, node_rank: int = 0) -> None:
         self.fault, self.rank, self.run_start = fault, rank, run_start
         self.events_path, self.checkpoint_root = events_path, checkpoint_root
         # Fire once per run, whatever restarts the group (torchrun's count; the marker for Ray and others).
         self.marker = events_path.parent / schema.FAULT_FIRED if events_path is not None else None
-        self.armed = (fault.kind != "none" and rank == fault.rank and restart_count() == 0
+        mine = node_rank == fault.node if fault.kind == "kill-node" else rank == fault.rank
+        self.armed = (fault.kind != "none" and mine and restart_count() == 0
                       and not (self.marker is not None and self.marker.exists()))
         self.slow_from: int | None = None  # the step a straggler starts at
 
@@ -77,7 +78,7 @@ class FaultInjector:
             raise InjectedFault(f"injected exception on rank {self.rank} at step {step}")
         sys.stdout.flush()
         sys.stderr.flush()
-        if kind in ("kill-rank", "ckpt-corrupt"):
+        if kind in ("kill-rank", "kill-node", "ckpt-corrupt"):
             os.kill(os.getpid(), signal.SIGKILL)
         elif kind == "hang":
             os.kill(os.getpid(), signal.SIGSTOP)

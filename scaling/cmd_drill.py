@@ -10,7 +10,7 @@ import numpy as np
 from . import cli_common
 from .progress import LiveProgress, console
 
-DRILL_FAULTS = ("kill-rank", "hang", "slow", "ckpt-corrupt", "exception")
+DRILL_FAULTS = ("kill-rank", "kill-node", "hang", "slow", "ckpt-corrupt", "exception")
 
 
 def register(sub) -> None:
@@ -32,6 +32,7 @@ def register(sub) -> None:
                       help="draw the time from an exponential with mean --mtbf-s and the rank uniformly, "
                            "both from --seed (recorded)")
     g.add_argument("--rank", type=int, help="the faulty rank (default: the last rank)")
+    g.add_argument("--node", type=int, help="kill-node: the node whose ranks die (default: the last node)")
     g.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=5, help="checkpoint every C steps (0: off)")
     g.add_argument("--ckpt-every-s", dest="ckpt_every_s", type=float, default=0.0,
                    help="checkpoint at the first step boundary T seconds after the last save (0: off)")
@@ -51,7 +52,8 @@ def drill_sets(args: argparse.Namespace, world_size: int, steps_hint: int) -> tu
     if args.mtbf_s <= 0:
         raise cli_common.UsageError(f"--mtbf-s must be positive, got {args.mtbf_s}")
     rank = args.rank if args.rank is not None else world_size - 1
-    sets = [f"fault.kind={args.fault}", f"fault.rank={rank}", "comm.no_sync_steps=0",
+    node = args.node if args.node is not None else max(0, (args.nodes or 1) - 1)
+    sets = [f"fault.kind={args.fault}", f"fault.rank={rank}", f"fault.node={node}", "comm.no_sync_steps=0",
             f"checkpoint.every_steps={args.ckpt_every}", f"checkpoint.every_s={args.ckpt_every_s}",
             f"checkpoint.async_save={str(args.async_ckpt).lower()}", f"fault.slow_factor={args.slow_factor}"]
     draw = None
@@ -92,9 +94,9 @@ def handle(args: argparse.Namespace) -> int:
     if spec.launcher == "ray" and spec.fault.kind == "hang":
         raise cli_common.UsageError("drill --fault hang needs --launcher local (Ray Train has no stopped-worker "
                                     "handling here)")
-    if spec.nodes > 1:
-        raise cli_common.UsageError(f"drill runs on one node (emulated multi-node drills are not built), "
-                                    f"got --nodes {spec.nodes}")
+    if spec.nodes > 1 and spec.launcher != "local":
+        raise cli_common.UsageError(f"multi-node drills run on an emulated cluster (--launcher local), "
+                                    f"got --launcher {spec.launcher!r}")
     label = f"drill {spec.fault.kind} {spec.workload} {spec.parallel} x{spec.nproc}"
     with LiveProgress() as live:
         task, on_progress = live.start_run(label, spec.steps)

@@ -56,7 +56,8 @@ class TimedStep:
                  run_dir: Path | None = None, checkpoint_root: Path | None = None) -> None:
         self.session, self.spec, self.ctx, self.run_start = session, spec, ctx, run_start
         self.faults = FaultInjector(spec.fault, ctx.rank, run_start,
-                                    run_dir / schema.EVENTS if run_dir is not None else None, checkpoint_root)
+                                    run_dir / schema.EVENTS if run_dir is not None else None, checkpoint_root,
+                                    node_rank=ctx.node_rank)
         self.comm_probe = CommProbe(session.strategy, spec)
         self.extra_columns = tuple(getattr(session.strategy, "extra_sample_columns", ()))
         self.strategy_probe = StrategyProbe(session.strategy, spec.warmup - 1 if spec.warmup else None)

@@ -208,3 +208,33 @@ def test_random_fault_is_drawn_from_the_seed():
     args.mtbf_s = 0.0
     with pytest.raises(UsageError, match="--mtbf-s must be positive, got 0"):
         drill_sets(args, 4, 20)
+
+
+@pytest.mark.slow
+def test_kill_node_on_an_emulated_cluster_recovers_with_nothing_lost(cli, tmp_path, reference):
+    import os
+
+    from trainscale.launchers import netns
+
+    if not netns.has_net_admin():
+        pytest.skip("needs root (network namespaces)")
+    name = f"d{os.getpid() % 100000}"
+    env = {"TRAINSCALE_STATE_DIR": str(tmp_path / "state")}
+    up = cli("cluster", "up", "--nodes", "2", "--name", name, timeout=120, env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        run = [a if a != "2" or RUN[i - 1] != "--nproc" else "1" for i, a in enumerate(RUN)]  # 2 nodes x 1
+        proc = cli("drill", *run, "--out", str(tmp_path / "drill"), "--nodes", "2", "--cluster", name,
+                   "--fault", "kill-node", "--node", "1", "--at-step", "7", "--ckpt-every", "4", "--parallel", "ddp",
+                   timeout=300, env=env)
+    finally:
+        down = cli("cluster", "down", "--name", name, timeout=120, env=env)
+        assert down.returncode == 0, down.stderr
+    run_dir = _run_dir(proc, tmp_path / "drill")
+    summary = read_json(run_dir / "summary.json")
+    assert summary["drill"]["node"] == 1 and summary["world_size"] == 2 and summary["nodes"] == 2
+    _check_recovered(summary, "kill-node", 7, 4)
+    assert sorted(p.name for p in run_dir.glob("agent_events-node*.jsonl")) == ["agent_events-node0.jsonl",
+                                                                                 "agent_events-node1.jsonl"]
+    # Two emulated nodes of one rank each compute what two local ranks compute, bit for bit.
+    _assert_bitwise_equal(_state(run_dir, STEPS, tmp_path), _state(reference("ddp"), STEPS, tmp_path))
