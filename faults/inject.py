@@ -6,6 +6,9 @@ after run_start (on that rank's monotonic clock).
   kill-node     every rank of node fault.node SIGKILLs itself at the same step (a node lost; its agent lives)
   hang          the rank SIGSTOPs itself: it stays alive but never answers; its peers find out only
                 when a collective times out (fault.detect_timeout_s sets the process group's timeout)
+  partition     (emulated clusters) the rank takes its node's link down (inside the node's namespace)
+                for fault.partition_s seconds; a detached process brings it up again. Its peers' collectives
+                time out (fault.detect_timeout_s) and the group restarts once the link is back
   slow          a straggler: from the fault on, the rank sleeps (slow_factor - 1) x its own compute
                 time after each step's forward/backward, as a device slow_factor times slower would
   ckpt-corrupt  the rank truncates the newest complete checkpoint, then SIGKILLs itself: the restart
@@ -27,7 +30,7 @@ from typing import Any
 
 from trainscale.analysis import schema
 
-FAULT_KINDS = ("none", "exception", "kill-rank", "kill-node", "slow", "hang", "ckpt-corrupt")
+FAULT_KINDS = ("none", "exception", "kill-rank", "kill-node", "slow", "hang", "ckpt-corrupt", "partition")
 EVENT_FAULT = schema.EVENT_FAULT
 
 
@@ -69,6 +72,8 @@ class FaultInjector:
             self._log(step, {})
             return
         extra: dict = {}
+        if kind == "partition":
+            extra = {"interface": os.environ.get("GLOO_SOCKET_IFNAME", ""), "partition_s": self.fault.partition_s}
         if kind == "ckpt-corrupt":
             from .checkpoint import corrupt_newest
 
@@ -78,12 +83,26 @@ class FaultInjector:
             raise InjectedFault(f"injected exception on rank {self.rank} at step {step}")
         sys.stdout.flush()
         sys.stderr.flush()
+        if kind == "partition":
+            self._partition(step)
+            return
         if kind in ("kill-rank", "kill-node", "ckpt-corrupt"):
             os.kill(os.getpid(), signal.SIGKILL)
         elif kind == "hang":
             os.kill(os.getpid(), signal.SIGSTOP)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
+
+    def _partition(self, step: int) -> None:
+        import subprocess
+
+        iface = os.environ.get("GLOO_SOCKET_IFNAME", "")
+        if not iface:
+            raise InjectedFault("partition needs an emulated cluster node (no GLOO_SOCKET_IFNAME)")
+        # The healer outlives this rank (its own session: the agent's kill of the group misses it).
+        subprocess.Popen(["sh", "-c", f"sleep {float(self.fault.partition_s)}; ip link set dev {iface} up"],
+                         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "link", "set", "dev", iface, "down"], check=True, timeout=10)
 
     def slow_down(self, step: int, compute_s: float) -> float:
         """Called after each step's compute (compute_s seconds); the straggler sleeps so that its

@@ -10,7 +10,7 @@ import numpy as np
 from . import cli_common
 from .progress import LiveProgress, console
 
-DRILL_FAULTS = ("kill-rank", "kill-node", "hang", "slow", "ckpt-corrupt", "exception")
+DRILL_FAULTS = ("kill-rank", "kill-node", "hang", "slow", "ckpt-corrupt", "partition", "exception")
 
 
 def register(sub) -> None:
@@ -39,6 +39,8 @@ def register(sub) -> None:
     g.add_argument("--async-ckpt", dest="async_ckpt", action="store_true", help="dcp.async_save")
     g.add_argument("--detect-timeout", dest="detect_timeout", type=float,
                    help="collective timeout in seconds, how a hang is detected (default 10 for hang)")
+    g.add_argument("--partition-s", dest="partition_s", type=float, default=6.0,
+                   help="partition: seconds the link stays down (longer than --detect-timeout to force a restart)")
     g.add_argument("--slow-factor", dest="slow_factor", type=float, default=3.0, help="slow: the straggler's slowdown")
     g.add_argument("--mtbf-s", dest="mtbf_s", type=float, default=3600.0,
                    help="mean time between failures: for --random and for Young's/Daly's intervals")
@@ -55,7 +57,8 @@ def drill_sets(args: argparse.Namespace, world_size: int, steps_hint: int) -> tu
     node = args.node if args.node is not None else max(0, (args.nodes or 1) - 1)
     sets = [f"fault.kind={args.fault}", f"fault.rank={rank}", f"fault.node={node}", "comm.no_sync_steps=0",
             f"checkpoint.every_steps={args.ckpt_every}", f"checkpoint.every_s={args.ckpt_every_s}",
-            f"checkpoint.async_save={str(args.async_ckpt).lower()}", f"fault.slow_factor={args.slow_factor}"]
+            f"checkpoint.async_save={str(args.async_ckpt).lower()}", f"fault.slow_factor={args.slow_factor}",
+            f"fault.partition_s={args.partition_s}"]
     draw = None
     if args.random:
         rng = np.random.default_rng(args.seed or 0)
@@ -71,7 +74,7 @@ def drill_sets(args: argparse.Namespace, world_size: int, steps_hint: int) -> tu
         sets.append(f"fault.at_step={args.at_step if args.at_step is not None else steps_hint // 2}")
     if args.fault != "slow":
         sets.append("launch.max_restarts=1")
-    timeout = args.detect_timeout if args.detect_timeout is not None else (10.0 if args.fault == "hang" else 0.0)
+    timeout = args.detect_timeout if args.detect_timeout is not None else (10.0 if args.fault in ("hang", "partition") else 0.0)
     if timeout < 0:
         raise cli_common.UsageError(f"--detect-timeout must be 0 or more, got {timeout}")
     sets.append(f"fault.detect_timeout_s={timeout}")

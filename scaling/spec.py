@@ -43,6 +43,7 @@ class FaultConfig:
     at_step: int = 0
     slow_factor: float = 2.0  # kind "slow": the rank's steps take this many times its own compute time
     node: int = 0  # kind "kill-node": the node (node rank) whose ranks all die
+    partition_s: float = 6.0  # kind "partition": seconds the node's link stays down
     at_time_s: float = -1.0  # >= 0: fire at the first step that starts this many seconds after run_start
     detect_timeout_s: float = 0.0  # > 0: collective timeout of the process group (how a hang is detected)
 
@@ -334,6 +335,10 @@ def validate(spec: RunSpec) -> None:
                                            f"{spec.fault.detect_timeout_s}")
     need(spec.launch.max_restarts >= 0, f"launch.max_restarts must be 0 or more, got {spec.launch.max_restarts}")
     _validate_checkpoint(spec, need)
+    if spec.fault.kind == "partition":
+        need(spec.nodes > 1, f"fault.kind 'partition' cuts a node's link: it needs an emulated cluster (--nodes > 1), "
+                             f"got --nodes {spec.nodes}")
+        need(spec.fault.partition_s > 0, f"fault.partition_s must be positive, got {spec.fault.partition_s}")
     if spec.fault.kind == "kill-node":
         need(0 <= spec.fault.node < spec.nodes, f"fault.node must be a node of the run (0..{spec.nodes - 1}), "
                                                 f"got {spec.fault.node}")
