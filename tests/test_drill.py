@@ -190,14 +190,11 @@ def test_bad_drill_input_is_one_line_exit_2(cli, tmp_path, args, message):
 
 
 def test_random_fault_is_drawn_from_the_seed():
-    import argparse
-
+    from trainscale.scaling.cli import build_parser
     from trainscale.scaling.cli_common import UsageError
     from trainscale.scaling.cmd_drill import drill_sets
 
-    args = argparse.Namespace(fault="kill-rank", rank=None, ckpt_every=5, ckpt_every_s=0.0, async_ckpt=False,
-                              slow_factor=3.0, mtbf_s=30.0, random=True, seed=7, at_time=None, at_step=None,
-                              detect_timeout=None)
+    args = build_parser().parse_args(["drill", "--fault", "kill-rank", "--random", "--seed", "7", "--mtbf-s", "30"])
     sets_a, draw_a = drill_sets(args, 4, 20)
     sets_b, draw_b = drill_sets(args, 4, 20)
     assert draw_a == draw_b and 0 <= draw_a["rank"] < 4 and draw_a["at_time_s"] > 0
