@@ -32,6 +32,10 @@ SUMMARY = "summary.json"
 PROGRESS = "progress.json"
 FAILURES = "failures.json"
 SAMPLES_DIR = "samples"
+ATTEMPTS_DIR = "attempts"  # samples/attempts/rankNNNNN-attemptK.csv: rows of attempts a restart replaced
+CHECKPOINTS_DIR = "checkpoints"
+FAULT_FIRED = "fault_fired.json"  # written by the faulty rank as it fires: a restarted attempt never fires again
+AGENT_EVENTS = "agent_events.jsonl"  # the torchrun agent's failure/restart reactions, with mono_s
 RANKS_DIR = "ranks"
 LOGS_DIR = "logs"
 TELEMETRY_DIR = "telemetry"
@@ -75,6 +79,13 @@ COMM_SAMPLE_COLUMNS = ("op", "bytes", "count", "iteration", "time_s")
 EVENT_TARGET_ACCURACY = "ts_target_accuracy"  # value: the quality target of a time-to-accuracy run
 EVENT_EVAL_CADENCE = "ts_eval_cadence"  # value: {"every_epochs": E} or {"every_steps": S}
 EVENT_MAX_EPOCHS = "ts_max_epochs"
+# Checkpoints, faults and recovery (faults/, scaling/checkpointing.py; read by analysis/recovery.py)
+EVENT_ATTEMPT = "ts_attempt"  # value: TORCHELASTIC_RESTART_COUNT; metadata: process_start/main/pg_ready mono_s
+EVENT_FAULT = "ts_fault"  # value: the fault kind; metadata: rank, step (written by the faulty rank)
+EVENT_CKPT_RESTORE = "ts_checkpoint_restore"  # start/end; end value: the step resumed at
+EVENT_CKPT_FALLBACK = "ts_checkpoint_fallback"  # value: step of a damaged checkpoint passed over
+EVENT_CKPT_SAVE = "ts_checkpoint_save"  # value: step; metadata: blocking_s (the loop's wait), async
+EVENT_CKPT_COMPLETE = "ts_checkpoint_complete"  # value: step; metadata: total_s, bytes
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"

@@ -9,9 +9,13 @@ so the orchestrator can name the rank and the reason, instead of scraping logs.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 
@@ -37,6 +41,52 @@ def failure_records(err) -> list[dict]:
     return records
 
 
+class AgentEvents(logging.Handler):
+    """Times the agent's reactions to a failed worker, as JSON lines in FILE with this machine's
+    monotonic clock (the clock of the ranks' event log):
+      closing_workers      torchrun's monitor (every --monitor-interval, 0.1 s by default) saw a worker
+                           fail and starts stopping the others ("Sending process P closing signal")
+      worker_group_failed  the group is down; "will restart worker group" (after the others stopped)
+    A worker stopped by SIGSTOP (a hang) ignores torchrun's SIGTERM until torchrun escalates to SIGKILL
+    30 s later; as a supervisor of hung workers does, stopped workers are killed here when the first
+    reaction is seen, so that the restart is not held up."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(level=logging.INFO)
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "closing signal" in text:
+            event = "closing_workers"
+        elif "Worker group" in text and "will restart" in text:
+            event = "worker_group_failed"
+        else:
+            return
+        now = time.monotonic()
+        killed = kill_stopped_children()
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"event": event, "mono_s": now, "message": text, "killed_stopped_pids": killed}) + "\n")
+
+
+def kill_stopped_children() -> list[int]:
+    """SIGKILL this process's children that are stopped (state T); their pids."""
+    me, killed = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] in ("T", "t"):
+            pid = int(stat.parent.name)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+    return killed
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
@@ -45,12 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="trainscale.launchers.agent")
     parser.add_argument("--failures", required=True, type=Path)
+    parser.add_argument("--events", type=Path, help="JSON lines: the agent's failure reactions, timed")
     ours = parser.parse_args(argv[:split])
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     from trainscale.analysis.files import write_json_atomic
+
+    if ours.events:  # after torch's imports, which set the agent logger's level
+        handler = AgentEvents(ours.events)
+        for name in ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api"):
+            torch_logger = logging.getLogger(name)
+            torch_logger.addHandler(handler)
+            if torch_logger.getEffectiveLevel() > logging.INFO:
+                torch_logger.setLevel(logging.INFO)
 
     try:
         run(parse_args(argv[split + 1:]))

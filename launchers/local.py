@@ -194,10 +194,14 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
         return emulated.launch(spec, run_dir, on_progress)
     threads = threads_per_rank(spec)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=run_dir))  # torchrun leaves files in TMPDIR
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "trainscale.launchers.agent", "--failures", str(run_dir / schema.FAILURES), "--",
-           "--standalone", "--nnodes=1", f"--nproc-per-node={spec.nproc}", "--max-restarts=0",
-           *worker_command(run_dir)]
+    # Restarted workers must not find the previous attempt's keys in the agent's store (FACTS.md,
+    # pytorch/pytorch#135712): without this, gloo restarts fail to connect or hang.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1",
+           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    cmd = [sys.executable, "-m", "trainscale.launchers.agent", "--failures", str(run_dir / schema.FAILURES),
+           "--events", str(run_dir / schema.AGENT_EVENTS), "--",
+           "--standalone", "--nnodes=1", f"--nproc-per-node={spec.nproc}",
+           f"--max-restarts={spec.launch.max_restarts}", *worker_command(run_dir)]
     try:
         result = run_agent(cmd, env, run_dir, spec.timeout_s, on_progress)
     finally:

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                      resources_per_worker=resources_per_worker(spec, args.threads)),
         torch_config=TorchConfig(backend=spec.backend, timeout_s=int(min(spec.timeout_s, 1800))),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir / ".ray"),
-                             failure_config=FailureConfig(max_failures=0)),
+                             failure_config=FailureConfig(max_failures=spec.launch.max_restarts)),
     )
     try:
         trainer.fit()

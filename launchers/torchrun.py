@@ -125,7 +125,8 @@ def torchrun_args(spec: RunSpec, run_dir: Path, rank: int, local_addr: str | Non
 def agent_command(spec: RunSpec, run_dir: Path, rank: int, local_addr: str | None = None) -> list[str]:
     """The agent process: torchrun in trainscale's failure-recording wrapper (launchers/agent.py)."""
     return [sys.executable, "-m", "trainscale.launchers.agent", "--failures",
-            str(failures_file(run_dir, spec, rank)), "--", *torchrun_args(spec, run_dir, rank, local_addr)]
+            str(failures_file(run_dir, spec, rank)), "--events", str(run_dir / f"agent_events-node{rank}.jsonl"),
+            "--", *torchrun_args(spec, run_dir, rank, local_addr)]
 
 
 def agent_env(spec: RunSpec, threads: int, tmp: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ COMMANDS = {
     "comm": "trainscale.scaling.cmd_comm",
     "plan": "trainscale.scaling.cmd_plan",
     "export": "trainscale.scaling.cmd_export",
+    "drill": "trainscale.scaling.cmd_drill",
 }
 
 

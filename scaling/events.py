@@ -24,7 +24,8 @@ class EventLog:
         """path None: a rank that does not log (events are dropped)."""
         self._mllogger = None
         if path is not None:
-            logger = logging.getLogger(f"trainscale.events.{path}")
+            # One logger per instance: two logs of one file in a process must not share handlers.
+            logger = logging.getLogger(f"trainscale.events.{path}.{id(self)}")
             logger.propagate = False
             logger.setLevel(logging.INFO)
             handler = logging.FileHandler(path)
@@ -57,3 +58,4 @@ class EventLog:
     def close(self) -> None:
         if self._mllogger:
             self._handler.close()
+            self._mllogger.logger.removeHandler(self._handler)

@@ -20,6 +20,11 @@ class SampleRecorder:
         self.final = schema.samples_path(run_dir, rank)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.final.with_suffix(".csv.partial")
+        if self.partial.exists():  # an earlier attempt of a restarted group: kept as evidence, never overwritten
+            attempts = self.final.parent / schema.ATTEMPTS_DIR
+            attempts.mkdir(exist_ok=True)
+            n = len(list(attempts.glob(f"{self.final.stem}-attempt*.csv")))
+            os.replace(self.partial, attempts / f"{self.final.stem}-attempt{n}.csv")
         self.columns = schema.SAMPLE_COLUMNS + tuple(extra_columns)
         self._file = open(self.partial, "w", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns)

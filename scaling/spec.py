@@ -42,6 +42,25 @@ class FaultConfig:
     rank: int = 0
     at_step: int = 0
     slow_factor: float = 2.0  # kind "slow": the rank's steps take this many times its own compute time
+    node: int = 0  # kind "kill-node": the node (node rank) whose ranks all die
+    partition_s: float = 6.0  # kind "partition": seconds the node's link stays down
+    at_time_s: float = -1.0  # >= 0: fire at the first step that starts this many seconds after run_start
+    detect_timeout_s: float = 0.0  # > 0: collective timeout of the process group (how a hang is detected)
+
+
+@dataclass
+class CheckpointConfig:
+    """torch.distributed.checkpoint saves during throughput runs (trainscale.faults.checkpoint)."""
+    every_steps: int = 0  # save after every this many steps (0: not by steps)
+    every_s: float = 0.0  # save at the first step boundary this many seconds after the last save (0: not by time)
+    async_save: bool = False  # dcp.async_save: the write runs in the background
+    dir: str = ""  # "" = RUN_DIR/checkpoints
+    keep: int = 2  # complete checkpoints kept (older ones deleted)
+    final: bool = True  # also save after the last step (the state a drill compares)
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_steps > 0 or self.every_s > 0
 
 
 @dataclass
@@ -106,6 +125,7 @@ class RunSpec:
     eval: EvalConfig = field(default_factory=EvalConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)  # parallel degrees (--dp/--tp/--pp)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
@@ -322,6 +342,17 @@ def validate(spec: RunSpec) -> None:
         else:
             need(0 <= spec.fault.at_step < spec.steps,
                  f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {spec.fault.at_step}")
+    need(spec.fault.detect_timeout_s >= 0, f"fault.detect_timeout_s must be 0 (default) or more, got "
+                                           f"{spec.fault.detect_timeout_s}")
+    need(spec.launch.max_restarts >= 0, f"launch.max_restarts must be 0 or more, got {spec.launch.max_restarts}")
+    _validate_checkpoint(spec, need)
+    if spec.fault.kind == "partition":
+        need(spec.nodes > 1, f"fault.kind 'partition' cuts a node's link: it needs an emulated cluster (--nodes > 1), "
+                             f"got --nodes {spec.nodes}")
+        need(spec.fault.partition_s > 0, f"fault.partition_s must be positive, got {spec.fault.partition_s}")
+    if spec.fault.kind == "kill-node":
+        need(0 <= spec.fault.node < spec.nodes, f"fault.node must be a node of the run (0..{spec.nodes - 1}), "
+                                                f"got {spec.fault.node}")
     if spec.fault.kind == "slow":
         need(spec.fault.slow_factor >= 1, f"fault.slow_factor must be at least 1, got {spec.fault.slow_factor}")
     need(spec.comm.no_sync_steps >= -1,
@@ -349,3 +380,21 @@ def validate(spec: RunSpec) -> None:
 
     check_parallel(spec)
     preflight(spec)
+
+
+CHECKPOINT_STRATEGIES = ("ddp", "fsdp")
+
+
+def _validate_checkpoint(spec: RunSpec, need) -> None:
+    c = spec.checkpoint
+    need(c.every_steps >= 0, f"checkpoint.every_steps must be 0 (off) or more, got {c.every_steps}")
+    need(c.every_s >= 0, f"checkpoint.every_s must be 0 (off) or more, got {c.every_s}")
+    need(c.keep >= 1, f"checkpoint.keep must be at least 1, got {c.keep}")
+    if c.enabled:
+        need(not spec.is_tta, "checkpoint.every_steps/every_s: checkpointing runs in throughput runs only "
+                              "(use --target-accuracy none)")
+        need(spec.parallel in CHECKPOINT_STRATEGIES, f"checkpointing supports --parallel "
+                                                     f"{', '.join(CHECKPOINT_STRATEGIES)}, got {spec.parallel!r}")
+    if spec.fault.kind == "ckpt-corrupt":
+        need(c.enabled, "fault.kind 'ckpt-corrupt' needs checkpoints (checkpoint.every_steps or checkpoint.every_s)")
+        need(c.keep >= 2, f"fault.kind 'ckpt-corrupt' needs checkpoint.keep >= 2 to fall back, got {c.keep}")

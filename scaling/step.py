@@ -15,12 +15,13 @@ in the strategy's step; and starts this node's GPU telemetry (scaling/telemetry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
 from trainscale.analysis import schema
-from trainscale.faults.inject import maybe_inject, slow_down
+from trainscale.faults.inject import FaultInjector
 from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.registry import Built
 
@@ -64,8 +65,12 @@ def set_up(spec: RunSpec, ctx: DistContext, min_train_samples: int) -> Session:
 
 
 class TimedStep:
-    def __init__(self, session: Session, spec: RunSpec, ctx: DistContext, run_start: float) -> None:
+    def __init__(self, session: Session, spec: RunSpec, ctx: DistContext, run_start: float,
+                 run_dir: Path | None = None, checkpoint_root: Path | None = None) -> None:
         self.session, self.spec, self.ctx, self.run_start = session, spec, ctx, run_start
+        self.faults = FaultInjector(spec.fault, ctx.rank, run_start,
+                                    run_dir / schema.EVENTS if run_dir is not None else None, checkpoint_root,
+                                    node_rank=ctx.node_rank)
         self.comm_probe = CommProbe(session.strategy, spec)
         self.extra_columns = tuple(getattr(session.strategy, "extra_sample_columns", ()))
         if spec.compile:  # a first call under the probe's TorchDispatchMode makes dynamo skip the model for good
@@ -99,16 +104,15 @@ class TimedStep:
     def __call__(self, step: int, batches: Iterator[Any]) -> dict[str, Any]:
         """Run training step `step` on the next batch; the sample row (all but the phase)."""
         spec, ctx, strategy, phases = self.spec, self.ctx, self.session.strategy, self.clock
-        fault = spec.fault
-        maybe_inject(fault.kind, fault.rank, fault.at_step, ctx.rank, step)
+        self.faults.before_step(step)
         self.comm_probe.begin_step()
         self.strategy_probe.begin(step)
         phases.mark()
         inputs, targets = next(self.device_batches(batches))
         phases.mark()
         loss = strategy.forward_backward(inputs, targets)
-        if fault.kind == "slow":  # the straggler sleeps before the compute edge: its sleep is compute time
-            slow_down(fault.kind, fault.rank, fault.at_step, ctx.rank, step, fault.slow_factor, phases.since_last())
+        if spec.fault.kind == "slow":  # the straggler sleeps before the compute edge: its sleep is compute time
+            self.faults.slow_down(step, phases.since_last())
         phases.mark()
         strategy.optimizer_step()
         phases.mark()

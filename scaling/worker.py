@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -21,9 +23,11 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.faults.inject import restart_count
 from trainscale.workloads.data import sharded_loader
 
 from . import provenance
+from .checkpointing import RunCheckpoints
 from .distributed import DistContext, device_name, init_from_env, shutdown
 from .events import EventLog, mlc
 from .recorder import SampleRecorder
@@ -31,6 +35,7 @@ from .spec import RunSpec, from_dict
 from .step import TimedStep, set_up
 
 PROGRESS_INTERVAL_S = 0.5
+EVENT_ATTEMPT = schema.EVENT_ATTEMPT
 
 
 def process_age_s() -> float | None:
@@ -61,6 +66,8 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     layout = session.layout
     loader = sharded_loader(session.built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
                             workers=spec.data.loader_workers, pin_memory=ctx.device.type == "cuda")
+    saver = RunCheckpoints(spec, session.strategy, run_dir, events) if spec.checkpoint.enabled else None
+    start_step = saver.restore() if saver else 0
     torch.distributed.barrier()
     init_s = time.monotonic() - t_main
     events.end(mlc.INIT_STOP)
@@ -69,22 +76,27 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
     events.event(mlc.MAX_STEPS, spec.steps)
 
-    run_start = events.start(mlc.RUN_START)
+    run_start = events.start(mlc.RUN_START, metadata={"first_step": start_step})
     session.telemetry.mark(schema.MARK_RUN_START)
-    step_fn = TimedStep(session, spec, ctx, run_start)
+    step_fn = TimedStep(session, spec, ctx, run_start, run_dir, saver.root if saver else None)
     recorder = SampleRecorder(run_dir, ctx.rank, step_fn.columns)
     progress = Progress(run_dir, ctx.is_main, spec.steps)
     session.memory.loop_starts()
-    stream = loader.batches()
+    position = loader.position(start_step)
+    stream = loader.batches(position["epoch"], position["batch"])
     batches = (batch for _epoch, batch in stream)
-    for step in range(spec.steps):
+    for step in range(start_step, spec.steps):
         if step == spec.warmup:
             step_fn.align()
         phase = schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED
         recorder.add(phase=phase, **step_fn(step, batches))
         progress.update(step + 1, phase)
+        if saver and step + 1 < spec.steps:
+            saver.after_step(step + 1, loader.position(step + 1), recorder)
     session.telemetry.mark(schema.MARK_RUN_STOP)  # the last step ended with its synchronisation
     run_s = events.end(mlc.RUN_STOP, metadata={"status": "success"}) - run_start
+    if saver:
+        saver.finish(spec.steps, loader.position(spec.steps), recorder)
     # Compute-only steps for the exposed-communication figure: after run_stop, outside the window.
     no_sync = step_fn.comm_probe.run_no_sync_block(step_fn.device_batches(batches), ctx, recorder, spec.steps,
                                                    session.built.samples_per_item, run_start)
@@ -93,7 +105,8 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     session.telemetry.finish(run_dir)
     progress.update(spec.steps, "done", force=True)
     return {"init_s": init_s, "run_s": run_s, "sample_unit": session.built.sample_unit,
-            "device_name": device_name(ctx.device), **step_fn.facts()}
+            "device_name": device_name(ctx.device), "first_step": start_step,
+            **({"checkpoint": saver.facts()} if saver else {}), **step_fn.facts()}
 
 
 @record
@@ -113,8 +126,14 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
     threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)
 
-    ctx = init_from_env(spec.backend, timeout_s=min(spec.timeout_s, 1800.0))
+    # A short collective timeout (fault.detect_timeout_s) is how a hung peer is detected.
+    ctx = init_from_env(spec.backend, timeout_s=spec.fault.detect_timeout_s or min(spec.timeout_s, 1800.0))
+    pg_ready = time.monotonic()
     events = EventLog(run_dir / schema.EVENTS if ctx.is_main else None)
+    # Where this attempt's time went before the log opened (the recovery timeline's restart and rendezvous).
+    events.event(EVENT_ATTEMPT, restart_count(), metadata={
+        "process_start_mono_s": t_main - startup_s if startup_s is not None else None,
+        "main_mono_s": t_main, "pg_ready_mono_s": pg_ready})
     events.start(mlc.INIT_START)
     try:
         if spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/tta_loop.py)
@@ -136,4 +155,12 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception:
+        # @record has written the error for torchrun. Exit now: with a peer that hangs (SIGSTOP), the
+        # process group's teardown at interpreter exit blocks for tens of seconds, hiding the failure.
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)

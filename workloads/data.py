@@ -110,17 +110,29 @@ class ShardedLoader:
     loader: DataLoader
     sampler: DistributedSampler
 
-    def batches(self, start_epoch: int = 0) -> Iterator[tuple[int, object]]:
-        """Endless (epoch, batch) stream; each epoch reshuffles through the sampler."""
+    def batches(self, start_epoch: int = 0, skip_batches: int = 0) -> Iterator[tuple[int, object]]:
+        """Endless (epoch, batch) stream; each epoch reshuffles through the sampler. skip_batches:
+        resume inside start_epoch (a restored checkpoint's position) without loading what is skipped."""
         epoch = start_epoch
         while True:
             self.sampler.set_epoch(epoch)
             dataset = self.loader.dataset
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
-            for batch in self.loader:
+            loader = self.loader
+            if skip_batches:
+                rest = list(self.sampler)[skip_batches * self.loader.batch_size:]
+                loader = DataLoader(dataset, batch_size=self.loader.batch_size, sampler=rest,
+                                    num_workers=self.loader.num_workers, drop_last=self.loader.drop_last)
+                skip_batches = 0
+            for batch in loader:
                 yield epoch, batch
             epoch += 1
+
+    def position(self, step: int) -> dict[str, int]:
+        """Where the stream is after `step` batches (the next batch's epoch and index in it)."""
+        per_epoch = len(self.loader)
+        return {"step": step, "epoch": step // per_epoch, "batch": step % per_epoch, "batches_per_epoch": per_epoch}
 
 
 def sharded_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, seed: int,

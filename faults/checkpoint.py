@@ -1,0 +1,286 @@
+"""Checkpoints with torch.distributed.checkpoint (DCP): sharded, atomic, synchronous or asynchronous.
+
+Layout under the checkpoint folder:
+    stepNNNNNNNN/                 a complete checkpoint (renamed into place only when whole)
+        *.distcp, .metadata       DCP's files: model and optimizer (and LR scheduler) state
+        rankNNNNN.pt              per-rank state: RNG (torch, numpy, python), data-loader position
+        COMPLETE                  the completion marker: step and the size of every file
+    .tmp-stepNNNNNNNN/            a checkpoint being written (never read by restore)
+    corrupt-stepNNNNNNNN/         a checkpoint restore found damaged, moved aside
+
+Atomicity: every rank writes into the temporary folder; rank 0 writes COMPLETE (with each file's
+size) only after DCP's metadata, which DCP writes after every rank's data, and then renames the
+folder into place. A crash at any point leaves the last complete checkpoint untouched.
+Restore walks complete checkpoints newest first; one whose files do not match the marker
+(truncated, missing) or that fails to load is skipped, and the fallback is recorded.
+
+Model and optimizer state go through ``get_state_dict``/``set_state_dict``, so DDP and FSDP (DTensor
+shards) save and load the same way; asynchronous saves use ``dcp.async_save`` (the state is staged
+to CPU copies before the call returns) on a separate gloo group, so the background write's
+collectives never interleave with training's.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from trainscale.analysis.files import read_json, write_json_atomic
+
+MARKER = "COMPLETE"
+_STEP_DIR = re.compile(r"^step(\d{8})$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step{step:08d}"
+
+
+def rank_state_name(rank: int) -> str:
+    return f"rank{rank:05d}.pt"
+
+
+@dataclass
+class SaveRecord:
+    step: int
+    path: Path
+    blocking_s: float  # time the training loop was held by this save
+    total_s: float | None = None  # until the checkpoint was complete on disk (async: later than blocking_s)
+    bytes: int | None = None
+
+
+@dataclass
+class RestoreResult:
+    step: int  # the step training resumes at (0: no usable checkpoint, start from scratch)
+    path: Path | None
+    restore_s: float
+    skipped: list[dict] = field(default_factory=list)  # newer checkpoints passed over: {"path", "reason"}
+    loader: dict = field(default_factory=dict)  # the data-loader position saved with the checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# What a checkpoint holds, beyond DCP's model and optimizer state
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and checking checkpoints (no process group needed)
+
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every folder with a completion marker, newest first."""
+    if not Path(root).is_dir():
+        return []
+    found = []
+    for p in Path(root).iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir() and (p / MARKER).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)
+
+
+def newest_complete(root: Path) -> Path | None:
+    found = complete_checkpoints(root)
+    return found[0][1] if found else None
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MARKER}
+
+
+def verify(path: Path) -> str | None:
+    """None when every file the marker lists is there with its recorded size; else why not."""
+    try:
+        marker = read_json(path / MARKER)
+    except (OSError, ValueError) as e:
+        return f"unreadable marker: {e}"
+    for name, size in marker["files"].items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} missing"
+        actual = f.stat().st_size
+        if actual != size:
+            return f"{name} is {actual} bytes, the marker says {size} (truncated)"
+    return None
+
+
+def corrupt_newest(root: Path) -> dict:
+    """Fault injection: truncate the largest file of the newest complete checkpoint to half its size
+    (the marker stays, as after a torn write). Returns what was done."""
+    path = newest_complete(root)
+    if path is None:
+        raise FileNotFoundError(f"no complete checkpoint under {root} to corrupt")
+    victim = max((p for p in path.iterdir() if p.is_file() and p.name != MARKER), key=lambda p: p.stat().st_size)
+    size = victim.stat().st_size
+    with open(victim, "r+b") as f:
+        f.truncate(size // 2)
+        os.fsync(f.fileno())
+    return {"path": str(path), "file": victim.name, "bytes_before": size, "bytes_after": size // 2}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Checkpointer:
+    """Saves and restores one rank's part of a run's checkpoints. Every rank of the job constructs
+    it (the async group is a collective) and calls save/restore/wait at the same steps."""
+
+    def __init__(self, root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Any | None = None, async_save: bool = False, keep: int = 2) -> None:
+        self.root = Path(root)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.async_save, self.keep = async_save, keep
+        self.rank = dist.get_rank()
+        self.root.mkdir(parents=True, exist_ok=True)
+        # The background write's collectives run on their own group (async_save needs a CPU backend).
+        self._group = dist.new_group(backend="gloo") if async_save else None
+        self._pending: tuple[Future, SaveRecord, float] | None = None
+        self.saves: list[SaveRecord] = []  # completed saves, in order
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _dcp_state(self) -> dict[str, Any]:
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    # -- save -------------------------------------------------------------------------------
+
+    def save(self, step: int, loader: dict | None = None) -> SaveRecord:
+        """Checkpoint the state after `step` steps. Synchronous: returns once it is complete.
+        Asynchronous: returns once the state is staged; the write finishes in the background and
+        the checkpoint becomes complete in poll()/wait()."""
+        t0 = time.monotonic()
+        self.wait()  # one save in flight at a time
+        tmp = self.root / f".tmp-{step_dir_name(step)}"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier attempt's save
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        torch.save({"step": step, "rng": rng_state(), "loader": loader or {}}, tmp / rank_state_name(self.rank))
+        state = self._dcp_state()
+        record = SaveRecord(step, self.root / step_dir_name(step), 0.0)
+        if self.async_save:
+            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
+            record.blocking_s = time.monotonic() - t0
+            self._pending = (future, record, t0)
+        else:
+            dcp.save(state, checkpoint_id=str(tmp))
+            self._finish(record, tmp, t0)
+            record.blocking_s = record.total_s or 0.0
+        return record
+
+    def poll(self) -> None:
+        """Complete a background save whose write has finished (rank 0 renames; no collective)."""
+        if self._pending is not None and self._pending[0].done():
+            self._complete_pending()
+
+    def wait(self) -> None:
+        """Block until the save in flight (if any) is complete."""
+        if self._pending is not None:
+            self._pending[0].result()
+            self._complete_pending()
+
+    def _complete_pending(self) -> None:
+        future, record, t0 = self._pending
+        self._pending = None
+        future.result()  # raises if the background write failed
+        self._finish(record, self.root / f".tmp-{step_dir_name(record.step)}", t0)
+
+    def _finish(self, record: SaveRecord, tmp: Path, t0: float) -> None:
+        """Rank 0 makes the checkpoint complete: marker, then the atomic rename. DCP's metadata
+        (written after every rank's data) exists by now, and so do the per-rank files (written
+        before each rank entered the save's collectives)."""
+        if self.rank == 0:
+            sizes = file_sizes(tmp)
+            write_json_atomic(tmp / MARKER, {"step": record.step, "files": sizes, "world_size": dist.get_world_size(),
+                                             "async": self.async_save})
+            _fsync_dir(tmp)
+            if record.path.exists():  # the same step saved by an earlier attempt: replace it
+                shutil.rmtree(record.path)
+            os.rename(tmp, record.path)
+            _fsync_dir(self.root)
+            record.bytes = sum(sizes.values())
+            self._prune()
+        record.total_s = time.monotonic() - t0
+        self.saves.append(record)
+
+    def _prune(self) -> None:
+        for _step, path in complete_checkpoints(self.root)[self.keep:]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    # -- restore ----------------------------------------------------------------------------
+
+    def restore(self) -> RestoreResult:
+        """Load the newest complete checkpoint that checks out; damaged newer ones are moved aside
+        (rank 0) and listed in the result. Nothing usable: step 0, state untouched."""
+        t0 = time.monotonic()
+        skipped: list[dict] = []
+        chosen: tuple[int, Path] | None = None
+        payload: dict = {}
+        for step, path in complete_checkpoints(self.root):
+            reason = verify(path)
+            if reason is None:
+                try:
+                    payload = torch.load(path / rank_state_name(self.rank), weights_only=False)
+                    state = self._dcp_state()
+                    dcp.load(state, checkpoint_id=str(path))
+                except Exception as e:  # noqa: BLE001 - any load failure means: try the one before
+                    reason = f"load failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            # Ranks decide together: a checkpoint is used only if it loaded on every rank.
+            ok = torch.tensor([0 if reason else 1], dtype=torch.int32)
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+            if ok.item() == 1:
+                set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                               optim_state_dict=state["optim"])
+                if self.scheduler is not None:
+                    self.scheduler.load_state_dict(state["scheduler"])
+                set_rng_state(payload["rng"])
+                chosen = (step, path)
+                break
+            skipped.append({"path": str(path), "step": step, "reason": reason or "failed to load on another rank"})
+        dist.barrier()
+        if self.rank == 0:
+            for s in skipped:
+                p = Path(s["path"])
+                if p.exists():
+                    os.rename(p, p.with_name(f"corrupt-{p.name}"))
+        dist.barrier()
+        if chosen is None:
+            return RestoreResult(0, None, time.monotonic() - t0, skipped)
+        return RestoreResult(chosen[0], chosen[1], time.monotonic() - t0, skipped, payload.get("loader", {}))

@@ -1,0 +1,175 @@
+"""A drill's record: the figures of analysis/recovery.py gathered into the run's summary.json (keys
+drill, recovery, checkpoint, goodput, intervals; analysis/drills.py reads them), a markdown report
+and a timeline plot in the run folder.
+
+summary.json contract (keep the keys):
+  drill      {fault, engine, at_step, at_time_s, rank, max_restarts, fired, ...}
+  recovery   [{detection_s, restart_s, rendezvous_s, restore_s, lost_work_s, total_s, ...}]
+  checkpoint {save_s_mean, save_s_samples, bytes, every_steps, async, ...}
+  goodput    {ettr, badput_s: {category: seconds}, wall_s, productive_s}
+  intervals  {mtbf_s, save_s, young_s, daly_s}
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainscale.analysis import schema
+from trainscale.analysis.eventlog import all_of, mono_s, read_events
+from trainscale.analysis.files import read_json, write_json_atomic, write_text_atomic
+from trainscale.analysis.recovery import checkpoint_figures, goodput, recovery_timelines, straggler
+from trainscale.analysis.reliability import daly_interval_s, young_interval_s
+
+REPORT = "drill_report.md"
+TIMELINE_PNG = "timeline.png"
+ENGINES: dict[str, str] = {"local": "torchrun elastic agent (--max-restarts)", "torchrun": "torchrun elastic agent (--max-restarts)",
+           "ray": "Ray Train FailureConfig(max_failures)"}
+
+
+def drill_summary(run_dir: Path, spec: Any, mtbf_s: float, draw: dict | None = None) -> dict:
+    run_dir = Path(run_dir)
+    events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
+    faults = all_of(events, schema.EVENT_FAULT)
+    f = spec.fault
+    out: dict = {"drill": {"fault": f.kind, "engine": ENGINES.get(spec.launcher, spec.launcher),
+                           "launcher": spec.launcher, "max_restarts": spec.launch.max_restarts, "rank": f.rank,
+                           "node": f.node if f.kind == "kill-node" else None, "nodes": spec.nodes,
+                           "at_step": f.at_step if f.at_time_s < 0 else None,
+                           "at_time_s": f.at_time_s if f.at_time_s >= 0 else None,
+                           "detect_timeout_s": f.detect_timeout_s or None, "random_draw": draw,
+                           "fired": bool(faults), "fired_at_step": int(faults[0]["metadata"]["step"]) if faults else None,
+                           "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}}
+    out["recovery"] = recovery_timelines(run_dir) if events else []
+    out["checkpoint"] = checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save) \
+        if events else {}
+    try:
+        out["goodput"] = goodput(run_dir)
+    except (ValueError, OSError) as e:
+        out["goodput"] = {"ettr": None, "badput_s": {}, "note": str(e)}
+    save_s = out["checkpoint"].get("save_s_mean")
+    out["intervals"] = {"mtbf_s": mtbf_s, "save_s": save_s,
+                        "young_s": young_interval_s(save_s, mtbf_s) if save_s else None,
+                        "daly_s": daly_interval_s(save_s, mtbf_s) if save_s else None}
+    if f.kind == "slow" and faults:
+        out["straggler"] = {**straggler(run_dir, f.rank, int(faults[0]["metadata"]["step"])),
+                            "slow_factor": f.slow_factor}
+    if faults and "corrupted" in faults[0]["metadata"]:
+        out["drill"]["corrupted"] = faults[0]["metadata"]["corrupted"]
+    return out
+
+
+def record(run_dir: Path, drill: dict) -> dict:
+    """Merge the drill's keys into summary.json and write the report; the merged summary."""
+    summary = read_json(run_dir / schema.SUMMARY)
+    summary.update(drill)
+    write_json_atomic(run_dir / schema.SUMMARY, summary)
+    timeline_plot(run_dir, drill, run_dir / TIMELINE_PNG)
+    write_text_atomic(run_dir / REPORT, report_markdown(summary))
+    return summary
+
+
+def _fmt(v: Any, unit: str = " s") -> str:
+    return "n/a" if v is None else f"{v:.3f}{unit}"
+
+
+def report_markdown(s: dict) -> str:
+    d = s["drill"]
+    lines = [f"# Drill: {d['fault']} ({s.get('run_id', '')})", "",
+             f"- status: **{s['status']}**" + (f" ({s['reason']})" if s.get("reason") else ""),
+             f"- recovery engine: {d['engine']}, max restarts {d['max_restarts']}, restarts taken {d['restarts']}",
+             f"- fault: `{d['fault']}` on " + (f"node {d['node']} (every rank of it; {d['nodes']} nodes), "
+                                               if d.get("node") is not None else f"rank {d['rank']}, ")
+             + (f"at step {d['at_step']}" if d["at_step"] is not None else f"at {d['at_time_s']:.2f} s after run_start")
+             + (f" (drawn: {d['random_draw']})" if d.get("random_draw") else "")
+             + (f"; fired at step {d['fired_at_step']}" if d["fired"] else "; **never fired**"),
+             ]
+    if d.get("detect_timeout_s"):
+        lines.append(f"- collective timeout (hang detection): {d['detect_timeout_s']} s")
+    if d.get("corrupted"):
+        c = d["corrupted"]
+        lines.append(f"- corrupted: `{c['file']}` of `{c['path']}` truncated {c['bytes_before']} -> {c['bytes_after']} bytes")
+    lines += ["", "## Recovery timeline (METHOD.md)", "",
+              "| fault step | resumed at | detection | restart | rendezvous | restore | lost work | other | total |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in s["recovery"]:
+        lines.append(f"| {r['step']} | {r.get('resumed_step', 'n/a')} | {_fmt(r['detection_s'])} | {_fmt(r['restart_s'])} | "
+                     f"{_fmt(r['rendezvous_s'])} | {_fmt(r['restore_s'])} | {_fmt(r['lost_work_s'])} | "
+                     f"{_fmt(r.get('other_s'))} | {_fmt(r['total_s'])} |")
+        for fb in r.get("fallbacks", []):
+            lines.append(f"\nFell back past checkpoint step {fb['step']} ({fb['path']}): {fb['reason']}")
+    if any(r["detection_s"] is None for r in s["recovery"]):
+        lines.append("\nThis engine's reaction is not timed (no agent record): detection and restart are in "
+                     "'other'.")
+    if not s["recovery"]:
+        lines.append("| (no recovery: the fault did not stop the job) | | | | | | | | |")
+    lines += ["", "restart: agent saw the failure -> new rank 0 in main() (spawn, interpreter, imports); "
+                  "rendezvous: -> process group ready; other: model and data set-up; total: failure -> end of "
+                  "the failed step in the new attempt.", ""]
+    c = s.get("checkpoint") or {}
+    if c:
+        lines += ["## Checkpoints", "",
+                  f"- every {c['every_steps']} steps, {'asynchronous (dcp.async_save)' if c['async'] else 'synchronous (dcp.save)'}, "
+                  f"{c['saves']} saves, {c['bytes'] or 0:,} bytes each",
+                  f"- save time (the loop's wait): mean {_fmt(c['save_s_mean'])}, samples "
+                  + ", ".join(f"{x:.3f}" for x in c["save_s_samples"]),
+                  f"- overhead on step time: {c['step_overhead_frac'] * 100:.1f}%" if c.get("step_overhead_frac") is not None
+                  else "- overhead on step time: n/a", ""]
+    g = s.get("goodput") or {}
+    if g.get("ettr") is not None:
+        lines += ["## Goodput", "", f"- ETTR (productive / wall-clock): **{g['ettr']:.3f}** "
+                                    f"({g['productive_s']:.2f} s of {g['wall_s']:.2f} s)", "",
+                  "| badput | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in g["badput_s"].items()]
+        lines.append("")
+    i = s.get("intervals") or {}
+    if i.get("young_s"):
+        lines += ["## Checkpoint interval", "",
+                  f"For MTBF {i['mtbf_s']:g} s and the measured save time {i['save_s']:.3f} s: "
+                  f"Young's interval {i['young_s']:.1f} s, Daly's {i['daly_s']:.1f} s.", ""]
+    if s.get("straggler"):
+        t = s["straggler"]
+        lines += ["## Straggler", "", f"rank {t['rank']} slowed x{t['slow_factor']} from step {t['from_step']}: "
+                  f"its compute {_fmt(t['compute_s_before'])} -> {_fmt(t['compute_s_after'])}, global step "
+                  f"{_fmt(t['global_step_s_before'])} -> {_fmt(t['global_step_s_after'])}", ""]
+    lines += [f"![timeline]({TIMELINE_PNG})", ""]
+    return "\n".join(lines)
+
+
+def timeline_plot(run_dir: Path, drill: dict, path: Path) -> Path:
+    """Rank 0's job as bars over time: attempts, checkpoint saves, the fault and the recovery phases."""
+    from trainscale.analysis.plots import _save, plt
+
+    events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    attempts = [e for e in events if e["key"] == schema.EVENT_ATTEMPT]
+    t0 = (attempts[0]["metadata"].get("process_start_mono_s") or mono_s(attempts[0])) if attempts else 0.0
+    starts = [mono_s(e) for e in events if e["key"] == "run_start"]
+    stops = [mono_s(e) for e in events if e["key"] == "run_stop"]
+    faults = [mono_s(e) for e in events if e["key"] == schema.EVENT_FAULT]
+    for i, s in enumerate(starts):
+        ends = [x for x in stops + faults if x > s]
+        if not ends:
+            continue
+        end = min(ends)
+        ax.broken_barh([(s - t0, end - s)], (2, 0.8), color="tab:green", label="training" if i == 0 else None)
+    for e in events:
+        if e["key"] == schema.EVENT_CKPT_SAVE:
+            b = float(e["metadata"]["blocking_s"])
+            ax.broken_barh([(mono_s(e) - t0 - b, b)], (1, 0.8), color="tab:blue")
+    colours = {"detection_s": "tab:red", "restart_s": "tab:orange", "rendezvous_s": "tab:purple",
+               "restore_s": "tab:cyan", "lost_work_s": "tab:gray", "other_s": "tab:brown"}
+    for f_time, r in zip(faults, drill.get("recovery", [])):
+        x = f_time - t0
+        for key in ("detection_s", "restart_s", "rendezvous_s", "other_s", "restore_s", "lost_work_s"):
+            if r.get(key):
+                ax.broken_barh([(x, r[key])], (0, 0.8), color=colours[key], label=key[:-2])
+                x += r[key]
+        ax.axvline(f_time - t0, color="red", linestyle="--")
+    ax.set_yticks([0.4, 1.4, 2.4], ["recovery", "checkpoint save", "training"])
+    ax.set_xlabel("seconds since the first worker started (rank 0's monotonic clock)")
+    ax.set_title(f"drill: {drill['drill']['fault']} ({drill['drill']['engine']})")
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys(), fontsize=7,
+                  loc="upper left", ncol=4)
+    return _save(fig, path)
