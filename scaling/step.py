@@ -103,7 +103,7 @@ class TimedStep:
 
     def __call__(self, step: int, batches: Iterator[Any]) -> dict[str, Any]:
         """Run training step `step` on the next batch; the sample row (all but the phase)."""
-        spec, ctx, strategy, phases = self.spec, self.ctx, self.session.strategy, self.clock
+        spec, strategy, phases = self.spec, self.session.strategy, self.clock
         self.faults.before_step(step)
         self.comm_probe.begin_step()
         self.strategy_probe.begin(step)
