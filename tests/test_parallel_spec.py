@@ -115,11 +115,11 @@ def test_bubble_wire_bytes_and_mfu_definitions():
     assert wire_bytes({"kind": "all_reduce", "payload_bytes": 1000, "group_size": 4}) == pytest.approx(1500)
     assert wire_bytes({"kind": "all_gather", "payload_bytes": 1000, "group_size": 4}) == pytest.approx(750)
     assert wire_bytes({"kind": "recv", "payload_bytes": 1000, "group_size": 2}) == 0
-    assert peak_flops("NVIDIA H100 80GB HBM3")[0] == pytest.approx(66.9e12)
+    assert peak_flops("NVIDIA H100 80GB HBM3")[0] == pytest.approx(67e12)
     assert peak_flops("NVIDIA A100-SXM4-80GB", "bf16")[0] == pytest.approx(312e12)
     m = mfu(1e9, 1000.0, 2, "NVIDIA H100 80GB HBM3")
-    assert m["value"] == pytest.approx(1e12 / (2 * 66.9e12))
-    for name in ("cpu: AMD EPYC", "NVIDIA H200 NVL", "Some Future GPU"):
+    assert m["value"] == pytest.approx(1e12 / (2 * 67e12))
+    for name in ("cpu: AMD EPYC", "NVIDIA GH200 480GB", "Some Future GPU"):
         out = mfu(1e9, 1000.0, 2, name)
         assert out["value"] is None and out["reason"].startswith("unavailable: device")
 
