@@ -68,7 +68,7 @@ def record(run_dir: Path, drill: dict) -> dict:
     return summary
 
 
-def _fmt(v: Any, unit: str = " s") -> str:
+def fmt_seconds(v: Any, unit: str = " s") -> str:
     return "n/a" if v is None else f"{v:.3f}{unit}"
 
 
@@ -92,9 +92,9 @@ def report_markdown(s: dict) -> str:
               "| fault step | resumed at | detection | restart | rendezvous | restore | lost work | other | total |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in s["recovery"]:
-        lines.append(f"| {r['step']} | {r.get('resumed_step', 'n/a')} | {_fmt(r['detection_s'])} | {_fmt(r['restart_s'])} | "
-                     f"{_fmt(r['rendezvous_s'])} | {_fmt(r['restore_s'])} | {_fmt(r['lost_work_s'])} | "
-                     f"{_fmt(r.get('other_s'))} | {_fmt(r['total_s'])} |")
+        lines.append(f"| {r['step']} | {r.get('resumed_step', 'n/a')} | {fmt_seconds(r['detection_s'])} | {fmt_seconds(r['restart_s'])} | "
+                     f"{fmt_seconds(r['rendezvous_s'])} | {fmt_seconds(r['restore_s'])} | {fmt_seconds(r['lost_work_s'])} | "
+                     f"{fmt_seconds(r.get('other_s'))} | {fmt_seconds(r['total_s'])} |")
         for fb in r.get("fallbacks", []):
             lines.append(f"\nFell back past checkpoint step {fb['step']} ({fb['path']}): {fb['reason']}")
     if any(r["detection_s"] is None for r in s["recovery"]):
@@ -110,7 +110,7 @@ def report_markdown(s: dict) -> str:
         lines += ["## Checkpoints", "",
                   f"- every {c['every_steps']} steps, {'asynchronous (dcp.async_save)' if c['async'] else 'synchronous (dcp.save)'}, "
                   f"{c['saves']} saves, {c['bytes'] or 0:,} bytes each",
-                  f"- save time (the loop's wait): mean {_fmt(c['save_s_mean'])}, samples "
+                  f"- save time (the loop's wait): mean {fmt_seconds(c['save_s_mean'])}, samples "
                   + ", ".join(f"{x:.3f}" for x in c["save_s_samples"]),
                   f"- overhead on step time: {c['step_overhead_frac'] * 100:.1f}%" if c.get("step_overhead_frac") is not None
                   else "- overhead on step time: n/a", ""]
@@ -129,8 +129,8 @@ def report_markdown(s: dict) -> str:
     if s.get("straggler"):
         t = s["straggler"]
         lines += ["## Straggler", "", f"rank {t['rank']} slowed x{t['slow_factor']} from step {t['from_step']}: "
-                  f"its compute {_fmt(t['compute_s_before'])} -> {_fmt(t['compute_s_after'])}, global step "
-                  f"{_fmt(t['global_step_s_before'])} -> {_fmt(t['global_step_s_after'])}", ""]
+                  f"its compute {fmt_seconds(t['compute_s_before'])} -> {fmt_seconds(t['compute_s_after'])}, global step "
+                  f"{fmt_seconds(t['global_step_s_before'])} -> {fmt_seconds(t['global_step_s_after'])}", ""]
     lines += [f"![timeline]({TIMELINE_PNG})", ""]
     return "\n".join(lines)
 

@@ -82,7 +82,7 @@ def drill_sets(args: argparse.Namespace, world_size: int, steps_hint: int) -> tu
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trainscale.faults.drill import drill_summary, record
+    from trainscale.faults.drill import drill_summary, fmt_seconds, record
 
     from .runner import execute
     from .spec import resolve
@@ -107,8 +107,8 @@ def handle(args: argparse.Namespace) -> int:
         live.finish_run(task, label, outcome.summary)
     summary = record(outcome.run_dir, drill_summary(outcome.run_dir, spec, args.mtbf_s, draw))
     for r in summary["recovery"]:
-        console.print(f"recovery from {r['fault']} at step {r['step']}: detection {r['detection_s']}, "
-                      f"total {r['total_s']} s (resumed at step {r.get('resumed_step')})")
+        console.print(f"recovery from {r['fault']} at step {r['step']}: detection {fmt_seconds(r['detection_s'])}, "
+                      f"total {fmt_seconds(r['total_s'])} (resumed at step {r.get('resumed_step')})")
     g = summary["goodput"]
     if g.get("ettr") is not None:
         console.print(f"ETTR {g['ettr']:.3f}; report: {outcome.run_dir / 'drill_report.md'}")
