@@ -1,0 +1,88 @@
+"""A drill recovered by Slurm's requeue on a real local Slurm (tools/slurm-up.sh): the sbatch job's
+first attempt loses a rank (SIGKILL), requeues itself, the second attempt (SLURM_RESTART_COUNT 1)
+restores the newest checkpoint of the job and finishes, and the final model and optimizer state equal,
+bit for bit, those of an uninterrupted run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainscale.analysis import schema
+from trainscale.analysis.eventlog import all_of, read_events
+
+from .conftest import read_json
+from .test_drill import CONTRACT, RUN, STEPS, _assert_bitwise_equal, _check_recovered, _has_optimizer_state, \
+    _state, reference  # noqa: F401  (a fixture)
+from .test_slurm_cluster import slurm  # noqa: F401  (a fixture)
+
+
+
+def _scontrol_show(job: str, env: dict) -> str:
+    return subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=env,
+                          timeout=30).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (Slurm daemons)")
+def test_kill_rank_recovered_by_slurm_requeue_with_nothing_lost(slurm, tmp_path: Path, reference):  # noqa: F811
+    results = tmp_path / "results"
+    drill = ["trainscale", "drill", "--launcher", "slurm", *RUN, "--out", str(results), "--parallel", "ddp",
+             "--fault", "kill-rank", "--at-step", "7", "--ckpt-every", "4", "--rank", "1"]
+    script = tmp_path / "drill.sh"
+    script.write_text("\n".join([
+        "#!/bin/bash", "#SBATCH --job-name=drill", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
+        "#SBATCH --cpus-per-task=2", "#SBATCH --time=00:10:00", "#SBATCH --requeue", "#SBATCH --open-mode=append",
+        "#SBATCH --output=%x-%j.out", " ".join(drill), ""]))
+    env = {**os.environ, **slurm}
+    sub = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=60)
+    job = sub.stdout.strip().split(";")[0]
+    assert job.isdigit(), sub.stderr
+    job_folder = results / f"job{job}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            show = _scontrol_show(job, env)
+            if "JobState=COMPLETED" in show or "JobState=FAILED" in show or not show:
+                break
+            time.sleep(1)
+        log = "".join(p.read_text() for p in tmp_path.glob("*.out"))
+        assert "JobState=COMPLETED" in show and "Restarts=1" in show, show + log[-4000:]
+    finally:
+        subprocess.run(["scancel", job], env=env, timeout=30)
+    assert sorted(p.name for p in results.iterdir()) == [f"job{job}", f"job{job}-0", f"job{job}-1"]
+    first, second = read_json(results / f"job{job}-0" / schema.SUMMARY), read_json(results / f"job{job}-1" / schema.SUMMARY)
+    assert first["status"] == "failed" and second["status"] == "ok"
+    # The second attempt is Slurm's restart 1, seen by its ranks, and it never fired the fault again.
+    attempts = all_of(read_events(results / f"job{job}-1" / schema.EVENTS), schema.EVENT_ATTEMPT)
+    assert [a["metadata"]["slurm_restart_count"] for a in attempts] == [1]
+    assert all_of(read_events(results / f"job{job}-1" / schema.EVENTS), schema.EVENT_FAULT) == []
+    assert read_json(results / f"job{job}-1" / schema.PROVENANCE)["env"]["SLURM_RESTART_COUNT"] == "1"
+
+    summary = read_json(job_folder / schema.SUMMARY)
+    for section, keys in CONTRACT.items():
+        assert keys <= summary[section].keys(), (section, summary[section])
+    assert summary["drill"]["engine"].startswith("Slurm requeue") and summary["drill"]["slurm_job_id"] == job
+    assert [a["slurm_restart_count"] for a in summary["attempts"]] == [0, 1]
+    r = _check_recovered(summary, "kill-rank", 7, 4)
+    assert r["restart_s"] > 0  # through the requeue: torchrun's exit, Slurm, the new job's start
+    assert (job_folder / "drill_report.md").is_file() and (job_folder / "timeline.png").stat().st_size > 0
+
+    ref = reference("ddp")
+    got, want = _state(job_folder, STEPS, tmp_path), _state(ref, STEPS, tmp_path)
+    assert _has_optimizer_state(want)
+    _assert_bitwise_equal(got, want)
+
+
+def test_slurm_drill_outside_a_job_is_one_line_exit_2(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run([sys.executable, "-m", "trainscale.scaling", "drill", "--launcher", "slurm", *RUN,
+                           "--out", str(tmp_path), "--fault", "kill-rank"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 2 and "SLURM_JOB_ID" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
