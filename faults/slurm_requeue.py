@@ -18,16 +18,15 @@ this kind runs every attempt on one machine (CLOCK_MONOTONIC is machine-wide); a
 machines would need wall-clock times instead. ``restart_s`` here spans the failed torchrun's exit,
 the requeue, Slurm's scheduling and the new job's start up to the new rank 0's main().
 
-Requeue puts the job back with a begin time CredExpire (120 s by default) ahead; the failing attempt
-sets StartTime=now right after the requeue (as the job's owner may), so the next attempt starts at
-once.
+A requeued job may start again only after the cluster's credential lifetime (slurm.conf
+AuthInfo=cred_expire, 120 s by default): that wait is part of restart_s, as it is of a real
+recovery on that cluster (tools/slurm-up.sh --cred-expire sets it for a local Slurm).
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -78,13 +77,8 @@ def attempt_dirs(out: Path, job: str) -> list[Path]:
 
 
 def requeue(job: str) -> None:
-    """Put this job back in the queue and let it start at once. Slurm ends this batch script for
-    the requeue (SIGTERM, then SIGKILL after KillWait): SIGTERM is ignored meanwhile, so that the
-    StartTime update is made."""
-    scontrol = shutil.which("scontrol") or "scontrol"
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    subprocess.run([scontrol, "requeue", job], timeout=30, check=True)
-    subprocess.run([scontrol, "update", f"jobid={job}", "StartTime=now"], timeout=30, check=False)
+    """Put this job back in the queue (Slurm then ends this attempt's batch script)."""
+    subprocess.run([shutil.which("scontrol") or "scontrol", "requeue", job], timeout=30, check=True)
 
 
 def _sample_files(attempt: Path) -> dict[str, list[Path]]:

@@ -18,7 +18,26 @@ from trainscale.analysis.eventlog import all_of, read_events
 from .conftest import read_json
 from .test_drill import CONTRACT, RUN, STEPS, _assert_bitwise_equal, _check_recovered, _has_optimizer_state, \
     _state, reference  # noqa: F401  (a fixture)
-from .test_slurm_cluster import slurm  # noqa: F401  (a fixture)
+from .test_slurm_cluster import REPO, _daemons_using
+
+CRED_EXPIRE_S = 10  # how long a requeued job waits before it may start again (Slurm's default: 120 s)
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A one-node local Slurm with a short credential lifetime, stopped (by PID) whatever happens."""
+    folder = Path(f"/tmp/trainscale-slurm-drill-{os.getpid()}")  # munged must reach it: not pytest's tmp
+    try:
+        up = subprocess.run([str(REPO / "tools" / "slurm-up.sh"), "--nodes", "1", "--dir", str(folder),
+                             "--cred-expire", str(CRED_EXPIRE_S)], capture_output=True, text=True, timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield {"SLURM_CONF": str(folder / "etc" / "slurm.conf"),
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    finally:
+        down = subprocess.run([str(REPO / "tools" / "slurm-down.sh"), "--dir", str(folder)],
+                              capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert _daemons_using(folder) == [] and not folder.exists()
 
 
 
@@ -70,7 +89,8 @@ def test_kill_rank_recovered_by_slurm_requeue_with_nothing_lost(slurm, tmp_path:
     assert summary["drill"]["engine"].startswith("Slurm requeue") and summary["drill"]["slurm_job_id"] == job
     assert [a["slurm_restart_count"] for a in summary["attempts"]] == [0, 1]
     r = _check_recovered(summary, "kill-rank", 7, 4)
-    assert r["restart_s"] > 0  # through the requeue: torchrun's exit, Slurm, the new job's start
+    # Through the requeue: torchrun's exit, the requeued job's wait (cred_expire), the new job's start.
+    assert r["restart_s"] >= CRED_EXPIRE_S * 0.9, r
     assert (job_folder / "drill_report.md").is_file() and (job_folder / "timeline.png").stat().st_size > 0
 
     ref = reference("ddp")
