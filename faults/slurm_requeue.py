@@ -33,6 +33,7 @@ from pathlib import Path
 from trainscale.analysis import schema
 from trainscale.analysis.files import read_json, write_json_atomic
 
+ATTEMPT_FILE = "slurm_attempt.json"  # in each attempt folder: the CLI's start and the requeue, mono_s
 ENGINE = "Slurm requeue (--requeue, SLURM_RESTART_COUNT)"
 _ATTEMPT = re.compile(r"^job(\d+)-(\d+)$")
 _RANK_FILE = re.compile(r"^(rank\d{5})\.csv(\.partial)?$")
@@ -74,6 +75,37 @@ def attempt_dirs(out: Path, job: str) -> list[Path]:
         if m and m.group(1) == job and p.is_dir():
             found.append((int(m.group(2)), p))
     return [p for _, p in sorted(found)]
+
+
+def record_attempt(run_dir: Path, job: str, restart: int, cli_start_mono_s: float,
+                   requeue_mono_s: float | None) -> None:
+    write_json_atomic(Path(run_dir) / ATTEMPT_FILE, {"job": job, "slurm_restart_count": restart,
+                                                     "cli_start_mono_s": cli_start_mono_s,
+                                                     "requeue_mono_s": requeue_mono_s})
+
+
+def requeue_phases(attempts: list[Path]) -> list[dict]:
+    """restart_s of each requeue split in three: the failed attempt's end (torchrun stops the others
+    and exits, the run is recorded) up to `scontrol requeue`; the requeue up to the next attempt's
+    trainscale start (the requeued job's wait, Slurm's scheduling, the batch script's start); and
+    trainscale's start up to the new rank 0's main() (torchrun spawning the ranks)."""
+    from trainscale.analysis.eventlog import all_of, mono_s, read_events
+    from trainscale.analysis.recovery import read_agent_events
+
+    out = []
+    for prev, nxt in zip(attempts, attempts[1:]):
+        a, b = Path(prev) / ATTEMPT_FILE, Path(nxt) / ATTEMPT_FILE
+        faults = all_of(read_events(prev / schema.EVENTS), schema.EVENT_FAULT) if (prev / schema.EVENTS).exists() else []
+        starts = all_of(read_events(nxt / schema.EVENTS), schema.EVENT_ATTEMPT) if (nxt / schema.EVENTS).exists() else []
+        if not (a.exists() and b.exists() and faults and starts) or read_json(a)["requeue_mono_s"] is None:
+            continue
+        requeued, cli_start = read_json(a)["requeue_mono_s"], read_json(b)["cli_start_mono_s"]
+        seen = next((e["mono_s"] for e in read_agent_events(prev) if e["mono_s"] >= mono_s(faults[0])), None)
+        out.append({"after_failure": prev.name, "attempt": nxt.name,
+                    "to_requeue_s": requeued - seen if seen is not None else None,
+                    "requeue_to_start_s": cli_start - requeued,
+                    "start_to_main_s": starts[0]["metadata"]["main_mono_s"] - cli_start})
+    return out
 
 
 def requeue(job: str) -> None:

@@ -125,6 +125,7 @@ def handle_slurm(args: argparse.Namespace) -> int:
     """One attempt of a drill job under Slurm: run with no agent restarts into OUT/job<ID>-<N>; a failed
     attempt requeues the job (up to --max-requeues times); the attempt that ends it merges all
     attempts into OUT/job<ID> and writes the drill record there."""
+    import time
     from pathlib import Path
 
     from trainscale.faults import slurm_requeue
@@ -133,6 +134,7 @@ def handle_slurm(args: argparse.Namespace) -> int:
     from .runner import execute
     from .spec import resolve
 
+    cli_start = time.monotonic()
     if args.max_requeues < 0:
         raise cli_common.UsageError(f"--max-requeues must be 0 or more, got {args.max_requeues}")
     try:
@@ -162,12 +164,16 @@ def handle_slurm(args: argparse.Namespace) -> int:
         live.finish_run(task, label, outcome.summary)
     if not outcome.ok and restart < args.max_requeues:
         console.print(f"attempt {restart} failed ({outcome.summary.get('reason')}); requeueing job {job}")
+        slurm_requeue.record_attempt(run_dir, job, restart, cli_start, time.monotonic())
         slurm_requeue.requeue(job)
         return 1
+    slurm_requeue.record_attempt(run_dir, job, restart, cli_start, None)
     attempts = slurm_requeue.attempt_dirs(out, job)
     slurm_requeue.merge_attempts(attempts, job_folder)
     drill = drill_summary(job_folder, spec, args.mtbf_s, draw)
     drill["drill"].update(slurm_requeue.engine_facts(args.max_requeues, attempts))
+    for r, phases in zip(drill["recovery"], slurm_requeue.requeue_phases(attempts)):
+        r["slurm_requeue"] = phases  # restart_s split: to the requeue, Slurm's wait and start, torchrun's spawn
     summary = record(job_folder, drill)
     for r in summary["recovery"]:
         console.print(f"recovery from {r['fault']} at step {r['step']} through Slurm requeue: detection "

@@ -91,6 +91,10 @@ def test_kill_rank_recovered_by_slurm_requeue_with_nothing_lost(slurm, tmp_path:
     r = _check_recovered(summary, "kill-rank", 7, 4)
     # Through the requeue: torchrun's exit, the requeued job's wait (cred_expire), the new job's start.
     assert r["restart_s"] >= CRED_EXPIRE_S * 0.9, r
+    q = r["slurm_requeue"]
+    assert q["requeue_to_start_s"] >= CRED_EXPIRE_S * 0.9 and q["to_requeue_s"] > 0 and q["start_to_main_s"] > 0, q
+    assert q["to_requeue_s"] + q["requeue_to_start_s"] + q["start_to_main_s"] == pytest.approx(r["restart_s"]), q
+    assert "restart through Slurm requeue" in (job_folder / "drill_report.md").read_text()
     assert (job_folder / "drill_report.md").is_file() and (job_folder / "timeline.png").stat().st_size > 0
 
     ref = reference("ddp")
