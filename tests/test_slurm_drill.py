@@ -110,3 +110,31 @@ def test_slurm_drill_outside_a_job_is_one_line_exit_2(tmp_path: Path):
                           env=env, timeout=120)
     assert proc.returncode == 2 and "SLURM_JOB_ID" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
+def test_attempts_merge_into_one_run_folder_in_attempt_order(tmp_path: Path):
+    """Hand-made attempt folders: the merged job folder has the layout of a run torchrun restarted."""
+    from trainscale.analysis.files import write_json_atomic
+    from trainscale.faults.slurm_requeue import attempt_dirs, merge_attempts
+
+    out = tmp_path / "results"
+    for n, (status, sample) in enumerate([("failed", "rank00000.csv.partial"), ("ok", "rank00000.csv")]):
+        a = out / f"job42-{n}"
+        (a / "samples").mkdir(parents=True)
+        (a / "samples" / sample).write_text(f"step\n{n}\n")
+        (a / "events.log").write_text(f"event of attempt {n}\n")
+        (a / "agent_events.jsonl").write_text(f'{{"attempt": {n}}}\n')
+        write_json_atomic(a / "summary.json", {"status": status, "reason": None if n else "killed"})
+    (out / "job42-9-not-an-attempt").mkdir()
+    (out / "job7-0").mkdir()  # another job's attempt
+    attempts = attempt_dirs(out, "42")
+    assert [a.name for a in attempts] == ["job42-0", "job42-1"]
+    merge_attempts(attempts, out / "job42")
+    job = out / "job42"
+    assert (job / "events.log").read_text() == "event of attempt 0\nevent of attempt 1\n"
+    assert (job / "agent_events.jsonl").read_text() == '{"attempt": 0}\n{"attempt": 1}\n'
+    assert (job / "samples" / "attempts" / "rank00000-attempt0.csv").read_text() == "step\n0\n"
+    assert (job / "samples" / "rank00000.csv").read_text() == "step\n1\n"
+    summary = read_json(job / "summary.json")
+    assert summary["status"] == "ok" and summary["run_id"] == "job42"
+    assert [(a["slurm_restart_count"], a["status"]) for a in summary["attempts"]] == [(0, "failed"), (1, "ok")]
