@@ -97,8 +97,9 @@ def handle(args: argparse.Namespace) -> int:
     sets, draw = drill_sets(args, base.world_size, base.steps)
     spec = resolve(args.config, flags, sets + args.sets)
     if spec.launcher not in ("local", "ray"):
-        raise cli_common.UsageError(f"drill recovers through torchrun's elastic agent (--launcher local) or Ray "
-                                    f"Train's FailureConfig (--launcher ray), got {spec.launcher!r}")
+        raise cli_common.UsageError(f"drill recovers through torchrun's elastic agent (--launcher local), Ray "
+                                    f"Train's FailureConfig (--launcher ray) or Slurm's requeue (--launcher slurm), "
+                                    f"got {spec.launcher!r}")
     if spec.launcher == "ray" and spec.fault.kind == "hang":
         raise cli_common.UsageError("drill --fault hang needs --launcher local (Ray Train has no stopped-worker "
                                     "handling here)")
