@@ -95,6 +95,12 @@ def report_markdown(s: dict) -> str:
         lines.append(f"| {r['step']} | {r.get('resumed_step', 'n/a')} | {fmt_seconds(r['detection_s'])} | {fmt_seconds(r['restart_s'])} | "
                      f"{fmt_seconds(r['rendezvous_s'])} | {fmt_seconds(r['restore_s'])} | {fmt_seconds(r['lost_work_s'])} | "
                      f"{fmt_seconds(r.get('other_s'))} | {fmt_seconds(r['total_s'])} |")
+        if r.get("slurm_requeue"):
+            q = r["slurm_requeue"]
+            lines.append(f"\nrestart through Slurm requeue ({q['after_failure']} -> {q['attempt']}): failure seen -> "
+                         f"`scontrol requeue` {fmt_seconds(q['to_requeue_s'])}, requeue -> the next attempt's "
+                         f"trainscale start {fmt_seconds(q['requeue_to_start_s'])} (the requeued job's wait, "
+                         f"cred_expire, and Slurm's start), -> rank 0's main() {fmt_seconds(q['start_to_main_s'])}")
         for fb in r.get("fallbacks", []):
             lines.append(f"\nFell back past checkpoint step {fb['step']} ({fb['path']}): {fb['reason']}")
     if any(r["detection_s"] is None for r in s["recovery"]):

@@ -15,8 +15,8 @@ after run_start (on that rank's monotonic clock).
                 must fall back to the checkpoint before
 
 Faults fire once per run: in the first attempt only (TORCHELASTIC_RESTART_COUNT 0) and only while the
-run folder has no fault_fired.json (engines without torchrun's count, e.g. Ray Train), so a restarted
-group runs on. Before firing, the rank appends a ``ts_fault`` event (kind, rank, step, mono_s) to the run's
+run folder has no fault_fired.json (engines without torchrun's count, e.g. Ray Train; fault.marker
+puts it elsewhere: a Slurm drill's attempts share one), so a restarted group runs on. Before firing, the rank appends a ``ts_fault`` event (kind, rank, step, mono_s) to the run's
 event log: the time the recovery timeline starts from.
 """
 from __future__ import annotations
@@ -51,6 +51,8 @@ class FaultInjector:
         self.events_path, self.checkpoint_root = events_path, checkpoint_root
         # Fire once per run, whatever restarts the group (torchrun's count; the marker for Ray and others).
         self.marker = events_path.parent / schema.FAULT_FIRED if events_path is not None else None
+        if getattr(fault, "marker", ""):  # shared by the attempts of a requeued Slurm job
+            self.marker = Path(fault.marker)
         mine = node_rank == fault.node if fault.kind == "kill-node" else rank == fault.rank
         self.armed = (fault.kind != "none" and mine and restart_count() == 0
                       and not (self.marker is not None and self.marker.exists()))

@@ -46,7 +46,9 @@ class AgentEvents(logging.Handler):
     monotonic clock (the clock of the ranks' event log):
       closing_workers      torchrun's monitor (every --monitor-interval, 0.1 s by default) saw a worker
                            fail and starts stopping the others ("Sending process P closing signal")
-      worker_group_failed  the group is down; "will restart worker group" (after the others stopped)
+      worker_group_failed  the group is down; "will restart worker group" (after the others stopped), or,
+                           with no restarts left, torchrun gives up (ChildFailedError): the only
+                           reaction logged when every worker died before the monitor looked
     A worker stopped by SIGSTOP (a hang) ignores torchrun's SIGTERM until torchrun escalates to SIGKILL
     30 s later; as a supervisor of hung workers does, stopped workers are killed here when the first
     reaction is seen, so that the restart is not held up."""
@@ -114,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(parse_args(argv[split + 1:]))
     except ChildFailedError as err:
+        if ours.events:
+            with open(ours.events, "a") as f:
+                f.write(json.dumps({"event": "worker_group_failed", "mono_s": time.monotonic(),
+                                    "message": "no restarts left: torchrun gives up (ChildFailedError)",
+                                    "killed_stopped_pids": []}) + "\n")
         write_json_atomic(ours.failures, {"failures": failure_records(err)})
         return 1
     return 0

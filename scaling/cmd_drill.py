@@ -1,5 +1,6 @@
 """trainscale drill: a throughput run with checkpoints and one injected fault, recovered by the
-launcher's engine (torchrun's elastic agent), and the recovery timeline, checkpoint cost, goodput
+launcher's engine (torchrun's elastic agent; Ray Train's FailureConfig with --launcher ray; Slurm's
+requeue with --launcher slurm, run inside an sbatch job: faults/slurm_requeue.py), and the recovery timeline, checkpoint cost, goodput
 and optimal checkpoint intervals of it (faults/drill.py)."""
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def register(sub) -> None:
     g.add_argument("--slow-factor", dest="slow_factor", type=float, default=3.0, help="slow: the straggler's slowdown")
     g.add_argument("--mtbf-s", dest="mtbf_s", type=float, default=3600.0,
                    help="mean time between failures: for --random and for Young's/Daly's intervals")
+    g.add_argument("--max-requeues", dest="max_requeues", type=int, default=1,
+                   help="--launcher slurm: times a failed attempt requeues the job (scontrol requeue)")
     cli_common.add_spec_flags(p)
     cli_common.add_launch_flags(p)
     p.set_defaults(handler=handle)
@@ -87,13 +90,16 @@ def handle(args: argparse.Namespace) -> int:
     from .runner import execute
     from .spec import resolve
 
+    if args.launcher == "slurm":
+        return handle_slurm(args)
     flags = cli_common.spec_flags(args)
     base = resolve(args.config, flags, args.sets)  # the world size and steps the drill flags depend on
     sets, draw = drill_sets(args, base.world_size, base.steps)
     spec = resolve(args.config, flags, sets + args.sets)
     if spec.launcher not in ("local", "ray"):
-        raise cli_common.UsageError(f"drill recovers through torchrun's elastic agent (--launcher local) or Ray "
-                                    f"Train's FailureConfig (--launcher ray), got {spec.launcher!r}")
+        raise cli_common.UsageError(f"drill recovers through torchrun's elastic agent (--launcher local), Ray "
+                                    f"Train's FailureConfig (--launcher ray) or Slurm's requeue (--launcher slurm), "
+                                    f"got {spec.launcher!r}")
     if spec.launcher == "ray" and spec.fault.kind == "hang":
         raise cli_common.UsageError("drill --fault hang needs --launcher local (Ray Train has no stopped-worker "
                                     "handling here)")
@@ -113,4 +119,66 @@ def handle(args: argparse.Namespace) -> int:
     if g.get("ettr") is not None:
         console.print(f"ETTR {g['ettr']:.3f}; report: {outcome.run_dir / 'drill_report.md'}")
     print(outcome.run_dir)
+    return 0 if outcome.ok else 1
+
+
+def handle_slurm(args: argparse.Namespace) -> int:
+    """One attempt of a drill job under Slurm: run with no agent restarts into OUT/job<ID>-<N>; a failed
+    attempt requeues the job (up to --max-requeues times); the attempt that ends it merges all
+    attempts into OUT/job<ID> and writes the drill record there."""
+    import time
+    from pathlib import Path
+
+    from trainscale.faults import slurm_requeue
+    from trainscale.faults.drill import drill_summary, fmt_seconds, record
+
+    from .runner import execute
+    from .spec import resolve
+
+    cli_start = time.monotonic()
+    if args.max_requeues < 0:
+        raise cli_common.UsageError(f"--max-requeues must be 0 or more, got {args.max_requeues}")
+    try:
+        job, restart = slurm_requeue.current_attempt()
+    except slurm_requeue.NotInSlurmJob as e:
+        raise cli_common.UsageError(str(e)) from None
+    args.launcher = "local"  # each attempt: torchrun on this Slurm node, restarts left to Slurm
+    flags = cli_common.spec_flags(args)
+    base = resolve(args.config, flags, args.sets)
+    if base.nodes > 1:
+        raise cli_common.UsageError(f"drill --launcher slurm runs on one Slurm node, got --nodes {base.nodes}")
+    if args.fault == "slow":
+        raise cli_common.UsageError("drill --launcher slurm needs a fault that stops the run, got 'slow'")
+    out = Path(base.out)
+    job_folder = slurm_requeue.job_dir(out, job)
+    sets, draw = drill_sets(args, base.world_size, base.steps)
+    spec = resolve(args.config, flags, sets + slurm_requeue.attempt_sets(job_folder) + args.sets)
+    run_dir = slurm_requeue.attempt_dir(out, job, restart)
+    if run_dir.exists():
+        raise cli_common.UsageError(f"results folder {run_dir} already exists: attempt {restart} of job {job} ran")
+    job_folder.mkdir(parents=True, exist_ok=True)
+    console.print(f"drill job {job} attempt {restart} (SLURM_RESTART_COUNT={restart}): {run_dir}")
+    label = f"drill {spec.fault.kind} {spec.workload} {spec.parallel} x{spec.nproc} (Slurm attempt {restart})"
+    with LiveProgress() as live:
+        task, on_progress = live.start_run(label, spec.steps)
+        outcome = execute(spec, run_dir, on_progress=on_progress)
+        live.finish_run(task, label, outcome.summary)
+    if not outcome.ok and restart < args.max_requeues:
+        console.print(f"attempt {restart} failed ({outcome.summary.get('reason')}); requeueing job {job}")
+        slurm_requeue.record_attempt(run_dir, job, restart, cli_start, time.monotonic())
+        slurm_requeue.requeue(job)
+        return 1
+    slurm_requeue.record_attempt(run_dir, job, restart, cli_start, None)
+    attempts = slurm_requeue.attempt_dirs(out, job)
+    slurm_requeue.merge_attempts(attempts, job_folder)
+    drill = drill_summary(job_folder, spec, args.mtbf_s, draw)
+    drill["drill"].update(slurm_requeue.engine_facts(args.max_requeues, attempts))
+    for r, phases in zip(drill["recovery"], slurm_requeue.requeue_phases(attempts)):
+        r["slurm_requeue"] = phases  # restart_s split: to the requeue, Slurm's wait and start, torchrun's spawn
+    summary = record(job_folder, drill)
+    for r in summary["recovery"]:
+        console.print(f"recovery from {r['fault']} at step {r['step']} through Slurm requeue: detection "
+                      f"{fmt_seconds(r['detection_s'])}, total {fmt_seconds(r['total_s'])} "
+                      f"(resumed at step {r.get('resumed_step')})")
+    print(job_folder)
     return 0 if outcome.ok else 1

@@ -46,6 +46,7 @@ class FaultConfig:
     partition_s: float = 6.0  # kind "partition": seconds the node's link stays down
     at_time_s: float = -1.0  # >= 0: fire at the first step that starts this many seconds after run_start
     detect_timeout_s: float = 0.0  # > 0: collective timeout of the process group (how a hang is detected)
+    marker: str = ""  # the fault-fired marker file; "" = RUN_DIR/fault_fired.json (Slurm drills share one per job)
 
 
 @dataclass

@@ -133,7 +133,8 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
     # Where this attempt's time went before the log opened (the recovery timeline's restart and rendezvous).
     events.event(EVENT_ATTEMPT, restart_count(), metadata={
         "process_start_mono_s": t_main - startup_s if startup_s is not None else None,
-        "main_mono_s": t_main, "pg_ready_mono_s": pg_ready})
+        "main_mono_s": t_main, "pg_ready_mono_s": pg_ready,
+        "slurm_restart_count": int(os.environ["SLURM_RESTART_COUNT"]) if "SLURM_RESTART_COUNT" in os.environ else None})
     events.start(mlc.INIT_START)
     try:
         if spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/tta_loop.py)

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # A real one-machine Slurm for tests and demos:
-#   tools/slurm-up.sh [--nodes N] [--cpus C] [--dir DIR]
+#   tools/slurm-up.sh [--nodes N] [--cpus C] [--dir DIR] [--cred-expire S]
 # installs Debian's slurm-wlm and munge when missing (as root, through apt), then starts munged,
 # slurmctld and N slurmd (node1..nodeN: Debian's slurmd has MULTIPLE_SLURMD, one port each), all on
 # 127.0.0.1, all state under DIR (default /tmp/trainscale-slurm). Clients need SLURM_CONF, which
 # DIR/env exports:   source DIR/env && sinfo
+# --cred-expire: Slurm's AuthInfo cred_expire (default 120, Slurm's own), which is also how long a
+# requeued job waits before it may start again (drills recovered by requeue use a short one).
 # tools/slurm-down.sh [--dir DIR] stops exactly the daemons this script started.
 # Exit codes: 0 up (or already up), 2 cannot (not root, no apt, ...), 1 the daemons did not come up.
 set -euo pipefail
-NODES=2 CPUS=2 DIR=/tmp/trainscale-slurm
+NODES=2 CPUS=2 DIR=/tmp/trainscale-slurm CRED_EXPIRE=120
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2 ;;
     --cpus) CPUS=$2; shift 2 ;;
     --dir) DIR=$2; shift 2 ;;
-    *) echo "slurm-up: error: unknown argument '$1' (usage: slurm-up.sh [--nodes N] [--cpus C] [--dir DIR])" >&2; exit 2 ;;
+    --cred-expire) CRED_EXPIRE=$2; shift 2 ;;
+    *) echo "slurm-up: error: unknown argument '$1' (usage: slurm-up.sh [--nodes N] [--cpus C] [--dir DIR] [--cred-expire S])" >&2; exit 2 ;;
   esac
 done
 fail() { echo "slurm-up: error: $*" >&2; exit 2; }
 [[ "$NODES" =~ ^[1-9][0-9]?$ ]] || fail "--nodes must be 1..99, got '$NODES'"
 [[ "$CPUS" =~ ^[1-9][0-9]*$ ]] || fail "--cpus must be a positive integer, got '$CPUS'"
+[[ "$CRED_EXPIRE" =~ ^[0-9]+$ && "$CRED_EXPIRE" -ge 5 ]] || fail "--cred-expire must be 5 or more seconds, got '$CRED_EXPIRE'"
 [[ "$DIR" = /* && "$DIR" != *[[:space:]]* ]] || fail "--dir must be an absolute path without spaces, got '$DIR'"
 [ "$(id -u)" = 0 ] || fail "needs root (it installs packages and runs slurmctld, slurmd and munged)"
 
@@ -61,7 +65,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$DIR/munge/munge.socket.2
+AuthInfo=socket=$DIR/munge/munge.socket.2,cred_expire=$CRED_EXPIRE
 SlurmctldPort=$CTLD_PORT
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
