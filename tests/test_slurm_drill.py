@@ -16,10 +16,11 @@ from trainscale.analysis import schema
 from trainscale.analysis.eventlog import all_of, read_events
 
 from .conftest import read_json
-from .test_drill import CONTRACT, RUN, STEPS, _assert_bitwise_equal, _check_recovered, _has_optimizer_state, \
-    _state, reference  # noqa: F401  (a fixture)
+from . import test_drill
+from .test_drill import CONTRACT, RUN, STEPS, _assert_bitwise_equal, _check_recovered, _has_optimizer_state, _state
 from .test_slurm_cluster import REPO, _daemons_using
 
+reference = test_drill.reference  # the uninterrupted run's final state (a module-scoped fixture)
 CRED_EXPIRE_S = 10  # how long a requeued job waits before it may start again (Slurm's default: 120 s)
 
 
@@ -48,7 +49,7 @@ def _scontrol_show(job: str, env: dict) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (Slurm daemons)")
-def test_kill_rank_recovered_by_slurm_requeue_with_nothing_lost(slurm, tmp_path: Path, reference):  # noqa: F811
+def test_kill_rank_recovered_by_slurm_requeue_with_nothing_lost(slurm, tmp_path: Path, reference):
     results = tmp_path / "results"
     drill = ["trainscale", "drill", "--launcher", "slurm", *RUN, "--out", str(results), "--parallel", "ddp",
              "--fault", "kill-rank", "--at-step", "7", "--ckpt-every", "4", "--rank", "1"]
