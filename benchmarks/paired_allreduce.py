@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from trainscale.analysis.collectives import size_result
 from trainscale.scaling.comm_bench import collective, make_buffers, time_iterations
+from trainscale.scaling.comm_spec import parse_size
 
 p = argparse.ArgumentParser()
 p.add_argument("--sizes", default="16M,32M,64M")
@@ -25,8 +26,7 @@ p.add_argument("--iters", type=int, default=20)
 p.add_argument("--warmup", type=int, default=5)
 p.add_argument("--out", required=True)
 a = p.parse_args()
-units = {"K": 2**10, "M": 2**20, "G": 2**30}
-sizes = [int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s) for s in a.sizes.split(",")]
+sizes = [parse_size(s, "--sizes") for s in a.sizes.split(",")]
 
 dist.init_process_group("gloo")
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,12 +35,13 @@ def _daemons_using(folder: Path) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    # Not under pytest's tmp (mode 700): munged runs as the munge user and must reach its folder.
-    folder = Path(f"/tmp/trainscale-slurm-test-{os.getpid()}")
+@contextmanager
+def local_slurm(folder: Path, *up_args: str) -> Iterator[dict[str, str]]:
+    """A real local Slurm (tools/slurm-up.sh --dir folder *up_args): yields the client environment;
+    stopped (by PID) whatever happens. The folder is not under pytest's tmp (mode 700): munged runs as
+    the munge user and must reach it."""
     try:
-        up = subprocess.run([str(REPO / "tools" / "slurm-up.sh"), "--nodes", "2", "--dir", str(folder)],
+        up = subprocess.run([str(REPO / "tools" / "slurm-up.sh"), *up_args, "--dir", str(folder)],
                             capture_output=True, text=True, timeout=600)
         assert up.returncode == 0, up.stdout + up.stderr
         yield {"SLURM_CONF": str(folder / "etc" / "slurm.conf"),
@@ -48,6 +51,12 @@ def slurm():
                               capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stderr
         assert _daemons_using(folder) == [] and not folder.exists()
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    with local_slurm(Path(f"/tmp/trainscale-slurm-test-{os.getpid()}"), "--nodes", "2") as env:
+        yield env
 
 
 def _free_port() -> int:

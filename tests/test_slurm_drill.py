@@ -18,7 +18,7 @@ from trainscale.analysis.eventlog import all_of, read_events
 from .conftest import read_json
 from . import test_drill
 from .test_drill import CONTRACT, RUN, STEPS, _assert_bitwise_equal, _check_recovered, _has_optimizer_state, _state
-from .test_slurm_cluster import REPO, _daemons_using
+from .test_slurm_cluster import local_slurm
 
 reference = test_drill.reference  # the uninterrupted run's final state (a module-scoped fixture)
 CRED_EXPIRE_S = 10  # how long a requeued job waits before it may start again (Slurm's default: 120 s)
@@ -26,20 +26,10 @@ CRED_EXPIRE_S = 10  # how long a requeued job waits before it may start again (S
 
 @pytest.fixture(scope="module")
 def slurm():
-    """A one-node local Slurm with a short credential lifetime, stopped (by PID) whatever happens."""
-    folder = Path(f"/tmp/trainscale-slurm-drill-{os.getpid()}")  # munged must reach it: not pytest's tmp
-    try:
-        up = subprocess.run([str(REPO / "tools" / "slurm-up.sh"), "--nodes", "1", "--dir", str(folder),
-                             "--cred-expire", str(CRED_EXPIRE_S)], capture_output=True, text=True, timeout=600)
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield {"SLURM_CONF": str(folder / "etc" / "slurm.conf"),
-               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    finally:
-        down = subprocess.run([str(REPO / "tools" / "slurm-down.sh"), "--dir", str(folder)],
-                              capture_output=True, text=True, timeout=120)
-        assert down.returncode == 0, down.stderr
-        assert _daemons_using(folder) == [] and not folder.exists()
-
+    """A one-node local Slurm with a short credential lifetime."""
+    with local_slurm(Path(f"/tmp/trainscale-slurm-drill-{os.getpid()}"), "--nodes", "1",
+                     "--cred-expire", str(CRED_EXPIRE_S)) as env:
+        yield env
 
 
 def _scontrol_show(job: str, env: dict) -> str:
