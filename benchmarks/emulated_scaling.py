@@ -13,21 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from trainscale_cli import emulated_sweep
+
 WORKLOAD = ["--workload", "resnet50", "--set", "model.width=0.25", "--set", "model.resolution=64",
             "--set", "model.num_classes=100", "--set", "threads_per_rank=1"]
-
-
-def trainscale(*args: str, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "trainscale.scaling", *args], env=env, text=True,
-                          stdout=subprocess.PIPE, timeout=3600)
-    if proc.returncode != 0:
-        sys.exit(f"trainscale {' '.join(args[:2])} failed with exit code {proc.returncode}")
-    return proc
 
 
 def main() -> None:
@@ -45,19 +37,11 @@ def main() -> None:
 
     out = Path(a.out or tempfile.mkdtemp(prefix="trainscale-emulated-"))
     env = {**os.environ, "TRAINSCALE_STATE_DIR": str(out / ".state")}
-    name = "bench"
-    biggest = max(int(n) for n in a.nodes.split(","))
     tables = {}
     for bw in a.bandwidth.split(","):
-        trainscale("cluster", "up", "--nodes", str(biggest), "--bandwidth", bw, "--name", name, env=env)
-        try:
-            sweep = trainscale("sweep", "--launcher", "local", "--cluster", name, "--nodes", a.nodes, "--nproc", "1",
-                               "--scaling", "weak", "--repeats", str(a.repeats), "--steps", str(a.steps),
-                               "--warmup", str(a.warmup), "--batch-size", str(a.batch_size), "--out",
-                               str(out / bw), *WORKLOAD, env=env)
-        finally:
-            trainscale("cluster", "down", "--name", name, env=env)
-        sweep_dir = Path(sweep.stdout.strip().splitlines()[-1])
+        sweep_dir = emulated_sweep("bench", a.nodes, bw, [
+            "--scaling", "weak", "--repeats", str(a.repeats), "--steps", str(a.steps), "--warmup", str(a.warmup),
+            "--batch-size", str(a.batch_size), "--out", str(out / bw), *WORKLOAD], env)
         tables[bw] = (sweep_dir, read_json(sweep_dir / "report" / "report.json")["rows"])
 
     print(f"\nResNet-50 (width 0.25, 64x64, batch {a.batch_size}/rank), weak scaling over emulated nodes, "

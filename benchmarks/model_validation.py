@@ -17,21 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from trainscale_cli import emulated_sweep, sweep_folder, trainscale
+
 WORKLOAD = ["--workload", "resnet50", "--set", "model.width=0.125", "--set", "model.resolution=32",
             "--set", "model.num_classes=10", "--set", "threads_per_rank=1", "--target-accuracy", "none"]
-
-
-def trainscale(*args: str, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "trainscale.scaling", *args], env=env, text=True,
-                          stdout=subprocess.PIPE, timeout=3600)
-    if proc.returncode != 0:
-        sys.exit(f"trainscale {' '.join(args[:2])} failed with exit code {proc.returncode}")
-    return proc
 
 
 def main() -> None:
@@ -54,17 +47,9 @@ def main() -> None:
     common = ["--scaling", "weak", "--repeats", str(a.repeats), "--steps", str(a.steps), "--warmup", str(a.warmup),
               "--batch-size", str(a.batch_size), "--out", str(out / "sweep"), *WORKLOAD]
     if a.local:
-        sweep = trainscale("sweep", "--nproc", a.nproc, *common, env=env)
+        sweep_dir = sweep_folder(trainscale("sweep", "--nproc", a.nproc, *common, env=env))
     else:
-        name = "validation"
-        trainscale("cluster", "up", "--nodes", str(max(int(n) for n in a.nodes.split(","))), "--bandwidth",
-                   a.bandwidth, "--name", name, env=env)
-        try:
-            sweep = trainscale("sweep", "--launcher", "local", "--cluster", name, "--nodes", a.nodes, "--nproc", "1",
-                               *common, env=env)
-        finally:
-            trainscale("cluster", "down", "--name", name, env=env)
-    sweep_dir = Path(sweep.stdout.strip().splitlines()[-1])
+        sweep_dir = emulated_sweep("validation", a.nodes, a.bandwidth, common, env)
     worlds = [r["world_size"] for r in read_json(sweep_dir / "report" / "report.json")["rows"]]
     link = [] if a.local else ["--link-bandwidth", a.bandwidth]
     trainscale("plan", str(sweep_dir), "--nodes", ",".join(map(str, worlds)), *link, "--out", str(out / "plan"),
