@@ -261,8 +261,8 @@ class CollectiveModel:
     def load(cls, path) -> "CollectiveModel":
         from pathlib import Path
 
-        from . import schema
-        from .files import read_json
+        from trainscale.scaling.results import schema
+        from trainscale.scaling.results.files import read_json
 
         p = Path(path)
         if p.is_dir():

@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from . import schema
-
+from trainscale.scaling.results import schema
 COMM_S, COMM_OPS = schema.COMM_COLUMNS
 
 

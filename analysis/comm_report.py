@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import schema
-from .collectives import OPS, AlphaBetaFit, SizeResult, fit_results, size_result
-from .files import read_json, write_json_atomic, write_text_atomic
+from trainscale.scaling.results import schema
+from trainscale.analysis.collectives import OPS, AlphaBetaFit, SizeResult, fit_results, size_result
+from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
 
 
 def read_world(world_dir: Path) -> tuple[dict, dict, dict]:
@@ -161,7 +161,7 @@ def busbw_series(doc: dict) -> dict[tuple[str, int], tuple[list[int], list[float
 def write_comm_report(comm_dir: Path, launches: dict[int, dict] | None = None, out_dir: Path | None = None) -> dict:
     """Recompute the results from the raw files and write comm_results.json, comm_table.txt and
     busbw.png (into out_dir, default the comm folder itself). Returns the results document."""
-    from . import plots
+    from trainscale.analysis import plots
 
     comm_dir = Path(comm_dir)
     out = Path(out_dir) if out_dir else comm_dir

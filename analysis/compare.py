@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import find_runs
-from .runs import Run, global_step_times, load_rank_samples, load_run, run_metrics
-from .stats_ab import ABResult, compare_values
-from .tta import load_tta
+from trainscale.analysis.report import find_runs
+from trainscale.analysis.runs import Run, global_step_times, load_rank_samples, load_run, run_metrics
+from trainscale.analysis.stats_ab import ABResult, compare_values
+from trainscale.analysis.tta import load_tta
 
 METRIC_TTA, METRIC_THROUGHPUT, METRIC_STEP_TIME = "tta_s", "throughput", "step_time_s"
 METRICS = ("auto", METRIC_TTA, METRIC_THROUGHPUT)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import schema
-from .files import read_json
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json
 
 RECOVERY_KEYS = ("detection_s", "restart_s", "rendezvous_s", "restore_s", "lost_work_s", "total_s")
 CHECKPOINT_KEYS = ("save_s_mean", "save_s_samples", "bytes", "every_steps", "async")

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from . import schema
-from .energy import BOUNDARY, window_energy
-from .files import read_json
+from trainscale.scaling.results import schema
+from trainscale.analysis.energy import BOUNDARY, window_energy
+from trainscale.scaling.results.files import read_json
 
 # NVML clock-event (throttle) reasons that mean the GPU ran slower than it could (nvml.h bit values).
 THROTTLE_REASONS = {
@@ -184,8 +184,8 @@ def _pids(run_dir: Path) -> set[int]:
 
 def report_rows(runs: list) -> list[dict]:
     """Per ok run (analysis.runs.Run): GPU telemetry, energy, threats and MFU, from its raw files."""
-    from .parallel import parallel_summary
-    from .runs import load_rank_samples, run_metrics
+    from trainscale.analysis.parallel import parallel_summary
+    from trainscale.analysis.runs import load_rank_samples, run_metrics
 
     rows = []
     for r in runs:

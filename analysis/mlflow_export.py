@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import schema
-
+from trainscale.scaling.results import schema
 PARAM_MAX = 6000  # MLflow's limit on a param value
 ARTIFACT_SUFFIXES = (".md", ".json", ".png", ".html", ".txt")
 
@@ -149,8 +148,8 @@ def artifact_files(folders: list[Path]) -> list[Path]:
 
 def export(rep, uri: str, experiment: str = "trainscale", artifacts: list[Path] | None = None) -> ExportResult:
     """Log a built report (analysis.report.build) and its runs to MLflow."""
-    from .report import find_runs
-    from .runs import load_run
+    from trainscale.analysis.report import find_runs
+    from trainscale.analysis.runs import load_run
 
     client = _client(uri)
     try:

@@ -30,9 +30,9 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from .collectives import CollectiveModel
-from .runs import load_rank_samples, measured, run_metrics
-from .scaling import STRONG, WEAK, karp_flatt
+from trainscale.analysis.collectives import CollectiveModel
+from trainscale.analysis.runs import load_rank_samples, measured, run_metrics
+from trainscale.analysis.scaling import STRONG, WEAK, karp_flatt
 
 AMDAHL, GUSTAFSON = "amdahl", "gustafson"
 FITTED, EXTRAPOLATED, MEASURED = "fitted", "extrapolated", "measured"
@@ -199,13 +199,13 @@ def _probe_ops(summary: dict) -> tuple[dict | None, float | None]:
 def scaling_data(report) -> ScalingData:
     """Per world size, what the models need, from a report (analysis.report.build) and its runs'
     samples. One strategy only."""
-    from .runs import load_run
+    from trainscale.analysis.runs import load_run
 
     strategies = {s.parallel for s in report.strategies} or {report.environment.get("parallel")}
     if len(strategies) > 1:
         raise ModelError(f"the results hold several strategies ({', '.join(sorted(strategies))}): "
                          "model one strategy at a time (its runs' folder, e.g. RESULTS/runs filtered)")
-    from .report import find_runs
+    from trainscale.analysis.report import find_runs
 
     by_world: dict[int, list] = {}
     for path in find_runs(report.source):
@@ -277,7 +277,7 @@ def link_model(rate_bytes_per_s: float) -> CollectiveModel:
     """Collectives over a ring whose every link carries rate_bytes_per_s in each direction: the bus
     bandwidth is the link rate, no latency term. Stands in for a comm fit where the network is known
     (a shaped emulated link, or the planned cluster's NICs); its predictions are a model, labelled so."""
-    from .collectives import AlphaBetaFit, bus_factor
+    from trainscale.analysis.collectives import AlphaBetaFit, bus_factor
 
     if not rate_bytes_per_s > 0 or not math.isfinite(rate_bytes_per_s):
         raise ModelError(f"link rate must be a positive number of bytes per second, got {rate_bytes_per_s}")

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import schema
-from .files import read_json
-from .mfu import mfu
-from .runs import load_rank_samples, measured, run_metrics
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json
+from trainscale.analysis.mfu import mfu
+from trainscale.analysis.runs import load_rank_samples, measured, run_metrics
 
 RING_FACTORS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
                 "reduce_scatter": lambda n: (n - 1) / n, "all_to_all": lambda n: (n - 1) / n,

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import schema
-from .collectives import CollectiveModel
-from .drills import FailureInputs
-from .models import (MEASURED, LawFit, ModelError, ScalingData, StepTimeModel, Validation,
+from trainscale.scaling.results import schema
+from trainscale.analysis.collectives import CollectiveModel
+from trainscale.analysis.drills import FailureInputs
+from trainscale.analysis.models import (MEASURED, LawFit, ModelError, ScalingData, StepTimeModel, Validation,
                      fit_laws, fit_step_model, validate)
-from .reliability import DALY, expected_goodput, job_mtbf_s
-from .scaling import STRONG
+from trainscale.analysis.reliability import DALY, expected_goodput, job_mtbf_s
+from trainscale.analysis.scaling import STRONG
 
 DEFAULT_EFFICIENCY_THRESHOLD = 0.8
 
@@ -125,7 +125,7 @@ class Plan:
 def samples_to_target(report) -> tuple[float, str]:
     """Training samples consumed up to the evaluation that reached the target, mean over the valid TTA
     runs of the largest world size that has one (closest to the planned scale)."""
-    from .runs import load_rank_samples
+    from trainscale.analysis.runs import load_rank_samples
 
     tta = report.tta
     if tta is None:
@@ -154,7 +154,7 @@ def samples_to_target(report) -> tuple[float, str]:
 
 
 def _run_paths(report) -> list[Path]:
-    from .report import find_runs
+    from trainscale.analysis.report import find_runs
 
     return find_runs(report.source)
 
@@ -382,8 +382,8 @@ def to_markdown(plan: Plan, image_names: dict[str, str] | None = None) -> str:
 
 
 def write_plan(plan: Plan, out_dir: Path) -> Path:
-    from . import plan_plots
-    from .files import write_json_atomic, write_text_atomic
+    from trainscale.analysis import plan_plots
+    from trainscale.scaling.results.files import write_json_atomic, write_text_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

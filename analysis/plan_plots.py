@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import _save, plt
+from trainscale.analysis.plots import _save, plt
 
 
 def _curve_worlds(plan) -> list[int]:

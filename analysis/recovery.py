@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 from statistics import mean
 
-from . import schema
-from .eventlog import all_of, mono_s, read_events
+from trainscale.scaling.results import schema
+from trainscale.analysis.eventlog import all_of, mono_s, read_events
 
 
 def _rows(path: Path) -> list[dict]:

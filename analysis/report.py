@@ -10,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gpu_telemetry, plots, schema
-from .comm_overhead import combine_runs
-from .files import read_json, write_json_atomic, write_text_atomic
-from .parallel import StrategyRow, comparison_warnings, strategy_rows
-from .runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
-from .scaling import STRONG, WEAK, scaling_points
-from .stats import mad_outliers, summarize, t_confidence_interval
-from .tta_report import TTASection, build_tta_section, tta_console_table, tta_markdown
+from trainscale.analysis import gpu_telemetry, plots
+
+from trainscale.scaling.results import schema
+from trainscale.analysis.comm_overhead import combine_runs
+from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
+from trainscale.analysis.parallel import StrategyRow, comparison_warnings, strategy_rows
+from trainscale.analysis.runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
+from trainscale.analysis.scaling import STRONG, WEAK, scaling_points
+from trainscale.analysis.stats import mad_outliers, summarize, t_confidence_interval
+from trainscale.analysis.tta_report import TTASection, build_tta_section, tta_console_table, tta_markdown
 
 MIN_MEASURED_STEPS = 10
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .drills import RESTART_PARTS, Drill
-from .files import read_json, write_text_atomic
-from .review_doc import Bullets, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
-from .scaling import STRONG
+from trainscale.analysis.drills import RESTART_PARTS, Drill
+from trainscale.scaling.results.files import read_json, write_text_atomic
+from trainscale.analysis.review_doc import Bullets, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
+from trainscale.analysis.scaling import STRONG
 
 MIN_REPEATS = 3  # METHOD.md: default 3 repeats for quick work
 
@@ -99,8 +99,8 @@ def _gpu(prov: dict) -> str:
 
 
 def _runs(rep):
-    from .report import find_runs
-    from .runs import load_run
+    from trainscale.analysis.report import find_runs
+    from trainscale.analysis.runs import load_run
 
     return [load_run(p) for p in find_runs(rep.source)]
 
@@ -148,7 +148,7 @@ def _throughput(rep) -> Section:
 
 
 def _laws(rep) -> dict:
-    from .models import ModelError, fit_laws, scaling_data
+    from trainscale.analysis.models import ModelError, fit_laws, scaling_data
 
     try:
         return fit_laws(scaling_data(rep))
@@ -192,8 +192,7 @@ def _communication(rep, comm_dir: Path | None) -> Section | None:
             s.add(Figure(rep.plots["comm_overhead"], "Step time, time in collectives and exposed communication, with "
                                                      "efficiency."))
     if comm_dir is not None:
-        from . import schema
-
+        from trainscale.scaling.results import schema
         doc = read_json(Path(comm_dir) / schema.COMM_RESULTS)
         s.add(Paragraph(f"Collective microbenchmark (trainscale comm, {comm_dir}): not end-to-end training. "
                         "Alpha-beta fits t = alpha + bytes x beta are fitted, not measured."))
@@ -211,7 +210,7 @@ def _communication(rep, comm_dir: Path | None) -> Section | None:
 def _strategies(rep) -> Section | None:
     if not rep.strategies:
         return None
-    from .report import _strategy_table
+    from trainscale.analysis.report import _strategy_table
 
     s = Section("strategies", "Parallel strategies")
     lines = [l for l in _strategy_table(rep) if l.startswith("|")]
@@ -225,7 +224,7 @@ def _strategies(rep) -> Section | None:
 
 
 def recovery_figure(drills: list[Drill], path: Path) -> Path:
-    from .plots import _save, plt
+    from trainscale.analysis.plots import _save, plt
 
     parts = (*RESTART_PARTS, "lost_work_s")
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(drills) + 1.2))
@@ -264,7 +263,7 @@ def _faults(drills: list[Drill] | None, out_dir: Path) -> Section | None:
 def _plan(plan: dict | None, plan_dir: Path | None) -> Section | None:
     if not plan:
         return None
-    from .plan import PlanRow, _f as pf
+    from trainscale.analysis.plan import PlanRow, _f as pf
 
     s = Section("plan", "Capacity plan")
     i = plan["inputs"]

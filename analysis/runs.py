@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import schema
-from .comm_overhead import comm_overhead
-from .files import read_json
-from .stats import summarize, t_confidence_interval
+from trainscale.scaling.results import schema
+from trainscale.analysis.comm_overhead import comm_overhead
+from trainscale.scaling.results.files import read_json
+from trainscale.analysis.stats import summarize, t_confidence_interval
 
 
 def read_samples(path: Path) -> dict[str, np.ndarray]:

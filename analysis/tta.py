@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import schema
-from .eventlog import all_of, first, mono_s, read_events
-from .files import read_json
-from .scaling import STRONG, scaling_points
-from .stats import RepeatSummary, summarize_repeats
+from trainscale.scaling.results import schema
+from trainscale.analysis.eventlog import all_of, first, mono_s, read_events
+from trainscale.scaling.results.files import read_json
+from trainscale.analysis.scaling import STRONG, scaling_points
+from trainscale.analysis.stats import RepeatSummary, summarize_repeats
 
 DEFINITION = ("seconds from run_start to the first eval_accuracy event reaching the target "
               "(rank 0's monotonic clock, mono_s in the event log)")

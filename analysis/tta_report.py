@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .runs import Run
-from .tta import DEFINITION, TTAResult, TTARow, load_tta, run_target, tta_rows
+from trainscale.analysis.runs import Run
+from trainscale.analysis.tta import DEFINITION, TTAResult, TTARow, load_tta, run_target, tta_rows
 
 
 @dataclass

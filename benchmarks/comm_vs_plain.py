@@ -35,8 +35,8 @@ def main() -> None:
     p.add_argument("--paired-rounds", type=int, default=10, help="rounds of part 2; 0 skips it")
     a = p.parse_args()
 
-    from trainscale.scaling.comm_runner import execute_comm, threads_per_rank
-    from trainscale.scaling.comm_spec import CommSpec, parse_size, validate
+    from trainscale.scaling.comm.runner import execute_comm, threads_per_rank
+    from trainscale.scaling.comm.spec import CommSpec, parse_size, validate
 
     sizes = [parse_size(s, "--sizes") for s in a.sizes.split(",")]
     ours: dict[int, list[float]] = {s: [] for s in sizes}

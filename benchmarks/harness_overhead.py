@@ -29,7 +29,7 @@ def main() -> None:
     a = p.parse_args()
 
     from trainscale.launchers.local import threads_per_rank
-    from trainscale.scaling.runner import execute
+    from trainscale.scaling.orchestration.runner import execute
     from trainscale.scaling.spec import resolve
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="results folder (default: a temporary one, kept)")
     a = p.parse_args()
 
-    from trainscale.analysis.files import read_json
+    from trainscale.scaling.results.files import read_json
 
     out = Path(a.out or tempfile.mkdtemp(prefix="trainscale-validation-"))
     env = {**os.environ, "TRAINSCALE_STATE_DIR": str(out / ".state")}

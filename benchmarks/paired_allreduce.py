@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 
 from trainscale.analysis.collectives import size_result
-from trainscale.scaling.comm_bench import collective, make_buffers, time_iterations
-from trainscale.scaling.comm_spec import parse_size
+from trainscale.scaling.comm.bench import collective, make_buffers, time_iterations
+from trainscale.scaling.comm.spec import parse_size
 
 p = argparse.ArgumentParser()
 p.add_argument("--sizes", default="16M,32M,64M")

@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     a = p.parse_args()
 
-    from trainscale.scaling.runner import execute
+    from trainscale.scaling.orchestration.runner import execute
     from trainscale.scaling.spec import resolve
 
     sets = ["model.width=0.25", "model.resolution=64", "model.num_classes=100"]

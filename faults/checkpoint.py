@@ -37,7 +37,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.scaling.results.files import read_json, write_json_atomic
 
 MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step(\d{8})$")

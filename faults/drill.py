@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainscale.analysis import schema
+from trainscale.scaling.results import schema
 from trainscale.analysis.eventlog import all_of, mono_s, read_events
-from trainscale.analysis.files import read_json, write_json_atomic, write_text_atomic
+from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
 from trainscale.analysis.recovery import checkpoint_figures, goodput, recovery_timelines, straggler
 from trainscale.analysis.reliability import daly_interval_s, young_interval_s
 

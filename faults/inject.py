@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainscale.analysis import schema
-
+from trainscale.scaling.results import schema
 FAULT_KINDS = ("none", "exception", "kill-rank", "kill-node", "slow", "hang", "ckpt-corrupt", "partition")
 EVENT_FAULT = schema.EVENT_FAULT
 
@@ -77,7 +76,7 @@ class FaultInjector:
         if kind == "partition":
             extra = {"interface": os.environ.get("GLOO_SOCKET_IFNAME", ""), "partition_s": self.fault.partition_s}
         if kind == "ckpt-corrupt":
-            from .checkpoint import corrupt_newest
+            from trainscale.faults.checkpoint import corrupt_newest
 
             extra = {"corrupted": corrupt_newest(self.checkpoint_root)}
         self._log(step, extra)
@@ -118,10 +117,10 @@ class FaultInjector:
     def _log(self, step: int, extra: dict) -> None:
         if self.events_path is None:
             return
-        from trainscale.analysis.files import write_json_atomic
+        from trainscale.scaling.results.files import write_json_atomic
 
         write_json_atomic(self.marker, {"kind": self.fault.kind, "rank": self.rank, "step": step})
-        from trainscale.scaling.events import EventLog
+        from trainscale.scaling.runtime.events import EventLog
 
         log = EventLog(self.events_path)  # appends; rank 0 may be writing too (whole lines, O_APPEND)
         log.event(EVENT_FAULT, self.fault.kind, metadata={"rank": self.rank, "step": step, **extra})

@@ -30,8 +30,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from trainscale.analysis import schema
-from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json, write_json_atomic
 
 ATTEMPT_FILE = "slurm_attempt.json"  # in each attempt folder: the CLI's start and the requeue, mono_s
 ENGINE = "Slurm requeue (--requeue, SLURM_RESTART_COUNT)"

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from trainscale.analysis.files import write_json_atomic
+    from trainscale.scaling.results.files import write_json_atomic
 
     if ours.events:  # after torch's imports, which set the agent logger's level
         handler = AgentEvents(ours.events)

@@ -16,9 +16,11 @@ from pathlib import Path
 from trainscale.scaling.provenance import usable_cores
 from trainscale.scaling.spec import RunSpec, SpecError
 
-from . import cluster, netns
-from .local import Agent, LaunchResult, ProgressCallback, run_agents
-from .torchrun import agent_command, agent_env
+from trainscale.launchers import emulated_cluster as cluster
+
+from trainscale.launchers import namespaces as netns
+from trainscale.launchers.local import Agent, LaunchResult, ProgressCallback, run_agents
+from trainscale.launchers.torchrun import agent_command, agent_env
 
 RDZV_PORT = 29400
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from trainscale.analysis import schema
-from trainscale.analysis.files import read_json
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json
 from trainscale.scaling.provenance import usable_cores
 from trainscale.scaling.spec import RunSpec
 
@@ -41,7 +41,7 @@ def threads_per_rank(spec: RunSpec) -> int:
 
 
 def worker_command(run_dir: Path) -> list[str]:
-    return ["-m", "trainscale.scaling.worker", "--run-dir", str(run_dir)]
+    return ["-m", "trainscale.scaling.runtime.worker", "--run-dir", str(run_dir)]
 
 
 def describe_failures(failures: list[dict]) -> str:
@@ -178,7 +178,7 @@ def uses_cluster(spec: RunSpec) -> bool:
 
 def preflight(spec: RunSpec) -> None:
     if uses_cluster(spec):
-        from . import emulated
+        from trainscale.launchers import emulated
 
         emulated.preflight(spec)
 
@@ -189,7 +189,7 @@ def records_run(spec: RunSpec) -> bool:
 
 def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
     if uses_cluster(spec):
-        from . import emulated
+        from trainscale.launchers import emulated
 
         return emulated.launch(spec, run_dir, on_progress)
     threads = threads_per_rank(spec)

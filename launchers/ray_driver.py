@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from trainscale.analysis import schema
-from trainscale.analysis.files import read_json, write_json_atomic
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json, write_json_atomic
 
 from trainscale.launchers.ray_train import IDENTITY_DIR
 
@@ -36,7 +36,7 @@ def train_loop_per_worker(config: dict) -> None:
     write_json_atomic(run_dir / IDENTITY_DIR / f"rank{ctx.get_world_rank()}.json", {
         "rank": ctx.get_world_rank(), "local_rank": ctx.get_local_rank(), "node_rank": ctx.get_node_rank(),
         "host": socket.gethostname(), "pid": os.getpid()})
-    from trainscale.scaling.worker import run_rank
+    from trainscale.scaling.runtime.worker import run_rank
 
     run_rank(run_dir, t_main=t_main, startup_s=None)
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from trainscale.scaling.provenance import usable_cores
 from trainscale.scaling.spec import RunSpec, SpecError
 
-from .local import LaunchResult, ProgressCallback, run_agent
+from trainscale.launchers.local import LaunchResult, ProgressCallback, run_agent
 
 CONNECT_TIMEOUT_S = 3.0
 IDENTITY_DIR = ".ray-workers"  # where each Ray worker says where it runs (see ray_driver.py)

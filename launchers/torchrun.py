@@ -28,12 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainscale.analysis import schema
-from trainscale.analysis.files import read_json
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json
 from trainscale.scaling.provenance import usable_cores
 from trainscale.scaling.spec import RunSpec, SpecError
 
-from .local import Agent, LaunchResult, ProgressCallback, describe_failures, order_failures, run_agents, \
+from trainscale.launchers.local import Agent, LaunchResult, ProgressCallback, describe_failures, order_failures, run_agents, \
     worker_command
 
 NODE_RANK_ENV = ("NODE_RANK", "SLURM_NODEID")

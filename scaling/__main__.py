@@ -1,6 +1,6 @@
 """python -m trainscale.scaling: the trainscale command."""
 import sys
 
-from trainscale.scaling.cli import main
+from trainscale.scaling.cli.main import main
 
 sys.exit(main())

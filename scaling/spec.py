@@ -16,7 +16,7 @@ from typing import Any
 from trainscale.workloads import registry as workload_registry
 from trainscale.workloads.data import DATA_KINDS, DataConfig
 
-from .parallel.config import Degrees, MeshConfig, PipelineConfig, resolve_degrees
+from trainscale.scaling.strategies.mesh import Degrees, MeshConfig, PipelineConfig, resolve_degrees
 
 BACKENDS = ("gloo", "nccl")
 LAUNCHERS = ("local", "torchrun", "ray")
@@ -296,7 +296,7 @@ def from_dict(d: dict[str, Any]) -> RunSpec:
 
 def validate(spec: RunSpec) -> None:
     from trainscale.faults.inject import FAULT_KINDS
-    from trainscale.scaling.strategies import STRATEGIES
+    from trainscale.scaling.strategies.base import STRATEGIES
 
     def need(cond: bool, msg: str) -> None:
         if not cond:
@@ -360,11 +360,11 @@ def validate(spec: RunSpec) -> None:
          f"comm.no_sync_steps must be -1 (auto), 0 (off) or more, got {spec.comm.no_sync_steps}")
     need(spec.comm.delay_ms >= 0, f"comm.delay_ms must be 0 or more, got {spec.comm.delay_ms}")
     if spec.backend == "nccl":
-        from .distributed import check_gpus_for
+        from trainscale.scaling.runtime.distributed import check_gpus_for
 
         check_gpus_for(spec)
     need(spec.telemetry.interval_s >= 0.01, f"telemetry.interval_s must be at least 0.01, got {spec.telemetry.interval_s}")
-    from .precision import check_options
+    from trainscale.scaling.runtime.precision import check_options
 
     check_options(spec)
     workload = workload_registry.get(spec.workload)
@@ -377,7 +377,7 @@ def validate(spec: RunSpec) -> None:
     except ValueError as e:
         raise SpecError(str(e)) from None
     from trainscale.launchers.registry import preflight
-    from trainscale.scaling.parallel.checks import check_parallel
+    from trainscale.scaling.strategies.checks import check_parallel
 
     check_parallel(spec)
     preflight(spec)

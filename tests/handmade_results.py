@@ -6,8 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from trainscale.analysis import schema
-from trainscale.analysis.files import write_json_atomic
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import write_json_atomic
 from trainscale.analysis.runs import load_rank_samples, run_metrics
 
 JITTER = 0.01  # steps alternate t(1 + JITTER), t(1 - JITTER): the mean is exactly t, the scatter not zero

@@ -202,9 +202,9 @@ def test_fault_plan_fires_once_at_step_or_time(monkeypatch):
 def test_time_based_saves_are_decided_by_rank0_clock(group, tmp_path):
     import time
 
-    from trainscale.scaling.checkpointing import RunCheckpoints
-    from trainscale.scaling.events import EventLog
-    from trainscale.scaling.recorder import SampleRecorder
+    from trainscale.scaling.runtime.checkpointing import RunCheckpoints
+    from trainscale.scaling.runtime.events import EventLog
+    from trainscale.scaling.runtime.recorder import SampleRecorder
     from trainscale.scaling.spec import RunSpec
 
     spec = RunSpec()

@@ -8,10 +8,10 @@ import torch
 
 from trainscale.analysis.collectives import (AlphaBetaFit, CollectiveModel, algbw, bus_factor, busbw,
                                              fit_alpha_beta, size_result)
-from trainscale.scaling.comm_bench import (collective, corrupt_one_element, count_wrong, fill_check_inputs,
+from trainscale.scaling.comm.bench import (collective, corrupt_one_element, count_wrong, fill_check_inputs,
                                            make_buffers)
-from trainscale.scaling.comm_spec import CommSpec, parse_ops, parse_size, pattern_modulus, validate
-from trainscale.scaling.comm_timing import union_length
+from trainscale.scaling.comm.spec import CommSpec, parse_ops, parse_size, pattern_modulus, validate
+from trainscale.scaling.runtime.comm_timing import union_length
 from trainscale.scaling.spec import SpecError
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.scaling.cli import main
+from trainscale.scaling.cli.main import main
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainscale.analysis import schema
+from trainscale.scaling.results import schema
 from trainscale.analysis.collectives import OPS, CollectiveModel, bus_factor
 
 from .conftest import read_json

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.analysis import schema
-
+from trainscale.scaling.results import schema
 from .conftest import read_json
 
 pytestmark = pytest.mark.slow

@@ -190,9 +190,9 @@ def test_bad_drill_input_is_one_line_exit_2(cli, tmp_path, args, message):
 
 
 def test_random_fault_is_drawn_from_the_seed():
-    from trainscale.scaling.cli import build_parser
-    from trainscale.scaling.cli_common import UsageError
-    from trainscale.scaling.cmd_drill import drill_sets
+    from trainscale.scaling.cli.main import build_parser
+    from trainscale.scaling.cli.common import UsageError
+    from trainscale.scaling.cli.drill import drill_sets
 
     args = build_parser().parse_args(["drill", "--fault", "kill-rank", "--random", "--seed", "7", "--mtbf-s", "30"])
     sets_a, draw_a = drill_sets(args, 4, 20)
@@ -211,8 +211,7 @@ def cluster(tmp_path_factory):
     """Two emulated nodes (network namespaces; root only), removed at the end whatever happened."""
     import os
 
-    from trainscale.launchers import netns
-
+    from trainscale.launchers import namespaces as netns
     from .conftest import run_cli
 
     if not netns.has_net_admin():

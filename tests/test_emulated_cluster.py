@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.analysis import schema
-from trainscale.launchers import cluster as cluster_mod
-from trainscale.launchers import netns
-
+from trainscale.scaling.results import schema
+from trainscale.launchers import emulated_cluster as cluster_mod
+from trainscale.launchers import namespaces as netns
 from .conftest import TINY_RESNET, read_json, run_cli
 
 pytestmark = [pytest.mark.slow,

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainscale.analysis import gpu_telemetry, schema
+from trainscale.analysis import gpu_telemetry
+
+from trainscale.scaling.results import schema
 from trainscale.analysis.mfu import mfu, peak_flops
 from trainscale.analysis.parallel import parallel_summary
 from trainscale.analysis.runs import load_rank_samples, run_metrics
-from trainscale.scaling.distributed import DistContext
+from trainscale.scaling.runtime.distributed import DistContext
 from trainscale.scaling.spec import RunSpec
-from trainscale.scaling.telemetry import NodeTelemetry
+from trainscale.scaling.runtime.telemetry import NodeTelemetry
 from trainscale.workloads.gpt import GPTConfig, model_flops_per_token
 
 from .conftest import read_json, run_cli

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainscale.scaling.precision import StepOptions
+from trainscale.scaling.runtime.precision import StepOptions
 from trainscale.scaling.spec import SpecError, resolve
 from trainscale.workloads.resnet import ResNet50
 
@@ -106,7 +106,7 @@ def test_a_cpu_bf16_channels_last_run_records_its_options_and_no_gpu_telemetry(t
 
 
 def test_cpu_phase_clock_parts_tile_the_step():
-    from trainscale.scaling.timing import PhaseClock
+    from trainscale.scaling.runtime.timing import PhaseClock
 
     clock = PhaseClock(torch.device("cpu"), edges=4)
     assert not clock.cuda
@@ -123,7 +123,7 @@ def test_cpu_phase_clock_parts_tile_the_step():
 
 
 def test_cpu_device_batches_keep_order_and_apply_channels_last():
-    from trainscale.scaling.device_data import DeviceBatches
+    from trainscale.scaling.runtime.device_data import DeviceBatches
 
     source = [(torch.full((2, 3, 4, 4), float(k)), torch.tensor([k, k])) for k in range(3)]
     out = list(DeviceBatches(iter(source), torch.device("cpu"), StepOptions(channels_last=True)))

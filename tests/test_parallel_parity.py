@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainscale.analysis import schema
+from trainscale.scaling.results import schema
 from trainscale.analysis.parallel import global_losses, rank_infos
 from trainscale.analysis.runs import load_rank_samples
 from trainscale.workloads.gpt import GPTConfig

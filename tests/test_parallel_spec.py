@@ -10,9 +10,9 @@ import pytest
 
 from trainscale.analysis.mfu import mfu, peak_flops
 from trainscale.analysis.parallel import theoretical_bubble, wire_bytes
-from trainscale.scaling.parallel.config import Degrees, Layout, MeshConfig, resolve_degrees
+from trainscale.scaling.strategies.mesh import Degrees, Layout, MeshConfig, resolve_degrees
 from trainscale.scaling.spec import SpecError, resolve
-from trainscale.scaling.sweep import plan
+from trainscale.scaling.orchestration.sweep import plan
 
 GPT = {"workload": "gpt"}
 TINY = ["model.preset=tiny", "model.tie_embeddings=false"]
@@ -145,7 +145,7 @@ def test_cli_bad_layouts_exit_2_with_one_line(cli, tmp_path: Path, args, needle)
 def test_collective_names_and_payload_conventions():
     import torch
 
-    from trainscale.scaling.parallel.measure import classify, payload_bytes
+    from trainscale.scaling.runtime.measure import classify, payload_bytes
 
     names = {"_reduce_scatter_base": "reduce_scatter", "allreduce": "all_reduce", "_allgather_base": "all_gather",
              "all_gather_into_tensor": "all_gather", "reduce": "reduce", "recv": "recv", "send": "send",

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.analysis import schema
-
+from trainscale.scaling.results import schema
 from .conftest import TINY_RESNET, read_json, run_cli
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.analysis import schema
+from trainscale.scaling.results import schema
 from trainscale.analysis.runs import load_rank_samples, run_metrics
 
 

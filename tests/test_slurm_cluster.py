@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.analysis import schema
-
+from trainscale.scaling.results import schema
 from .conftest import read_json, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (Slurm daemons)")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.analysis import schema
+from trainscale.scaling.results import schema
 from trainscale.analysis.eventlog import all_of, read_events
 
 from .conftest import read_json
@@ -105,7 +105,7 @@ def test_slurm_drill_outside_a_job_is_one_line_exit_2(tmp_path: Path):
 
 def test_attempts_merge_into_one_run_folder_in_attempt_order(tmp_path: Path):
     """Hand-made attempt folders: the merged job folder has the layout of a run torchrun restarted."""
-    from trainscale.analysis.files import write_json_atomic
+    from trainscale.scaling.results.files import write_json_atomic
     from trainscale.faults.slurm_requeue import attempt_dirs, merge_attempts
 
     out = tmp_path / "results"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.launchers.slurm import rendered_by, time_limit_s
+from trainscale.launchers.slurm_script import rendered_by, time_limit_s
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((REPO / "slurm").glob("*.sh"))

@@ -4,9 +4,7 @@ from __future__ import annotations
 import pytest
 
 from trainscale.analysis.energy import COUNTER, INTEGRATED, integrate_power, window_energy
-from trainscale.scaling import telemetry
-
-
+from trainscale.scaling.runtime import telemetry
 def test_no_nvml_means_no_gpu_telemetry_not_a_failure():
     st = telemetry.status()
     # This machine has no NVIDIA driver: NVML cannot load, and that is reported, not raised.

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlperf_logging.compliance_checker.mlp_parser import parse_file
 
-from trainscale.analysis import schema
-from trainscale.analysis.files import write_json_atomic
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import write_json_atomic
 
 from .conftest import read_json
 from .test_data import make_image_folder
@@ -127,7 +127,7 @@ def _interleaved_runs(root: Path, repeats: int) -> dict[str, Path]:
     """A and B: the same configuration; C: the same with rank 1 a straggler (its compute 6x slower).
     Runs alternate A, B, C so that drift of this shared machine spreads over all three. Every run
     uses the same seed, so all reach the target at the same step and differ in time only."""
-    from trainscale.scaling.runner import execute
+    from trainscale.scaling.orchestration.runner import execute
     from trainscale.scaling.spec import resolve
 
     sides = {name: root / name for name in ("A", "B", "C")}

@@ -13,7 +13,7 @@ from trainscale.analysis.eventlog import read_events
 from trainscale.analysis.stats import olympic_mean, summarize_repeats
 from trainscale.analysis.stats_ab import compare_values, format_p, hodges_lehmann_ci, moses_k, u_null_cdf
 from trainscale.analysis.tta import tta_from_events, tta_rows
-from trainscale.scaling.events import EventLog, mlc
+from trainscale.scaling.runtime.events import EventLog, mlc
 
 
 def ev(key: str, mono: float, value=None, **meta) -> dict:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data import DataConfig
-from .registry import Built
+from trainscale.workloads.data import DataConfig
+from trainscale.workloads.registry import Built
 
 
 

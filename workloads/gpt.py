@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .data import DataConfig
-from .gpt_model import GPT, keep_pipeline_stage, lm_loss
-from .registry import Built
-from .tokens import TOKEN_DTYPES, SyntheticTokens, TokenFile, check_token_file, token_file_paths
+from trainscale.workloads.data import DataConfig
+from trainscale.workloads.gpt_model import GPT, keep_pipeline_stage, lm_loss
+from trainscale.workloads.registry import Built
+from trainscale.workloads.tokens import TOKEN_DTYPES, SyntheticTokens, TokenFile, check_token_file, token_file_paths
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_layer=4, n_head=4, d_model=64, seq_len=32, vocab_size=256),

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from torch import nn
 
-from .data import DataConfig, ImageFolder, SyntheticImages
-from .registry import Built
-from .resnet import ResNet50
+from trainscale.workloads.data import DataConfig, ImageFolder, SyntheticImages
+from trainscale.workloads.registry import Built
+from trainscale.workloads.resnet import ResNet50
 
 
 @dataclass

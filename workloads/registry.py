@@ -8,7 +8,7 @@ from typing import Any, Callable, Protocol
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data import DataConfig
+from trainscale.workloads.data import DataConfig
 
 WORKLOADS = {
     "resnet50": "trainscale.workloads.image:ResNet50Workload",

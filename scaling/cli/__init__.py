@@ -1,0 +1,1 @@
+"""The `trainscale` command line: the parser, one module per command, and the progress display."""

@@ -1,0 +1,55 @@
+"""The ``trainscale`` command. Exit codes: 0 success, 1 a run failed, 2 bad input (one line)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from trainscale.scaling.cli.common import EXIT_USAGE, HelpFormatter, OneLineParser, UsageError
+
+# command name -> module with register(subparsers); each module's handler returns the exit code
+COMMANDS = {
+    "run": "trainscale.scaling.cli.run",
+    "sweep": "trainscale.scaling.cli.sweep",
+    "report": "trainscale.scaling.cli.report",
+    "compare": "trainscale.scaling.cli.compare",
+    "cluster": "trainscale.scaling.cli.cluster",
+    "slurm": "trainscale.scaling.cli.slurm",
+    "comm": "trainscale.scaling.cli.comm",
+    "plan": "trainscale.scaling.cli.plan",
+    "export": "trainscale.scaling.cli.export",
+    "drill": "trainscale.scaling.cli.drill",
+}
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="trainscale", formatter_class=HelpFormatter,
+                           description="Distributed-training scaling benchmarks: throughput, time-to-accuracy, "
+                                       "communication, recovery.",
+                           epilog="example: trainscale run --workload resnet50 --nproc 2 --steps 20")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for module in COMMANDS.values():
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.argv = list(argv)  # as typed (trainscale run --dry-run repeats it)
+    prog = f"trainscale {args.command}"
+    from trainscale.scaling.spec import SpecError
+
+    try:
+        return int(args.handler(args))
+    except (UsageError, SpecError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

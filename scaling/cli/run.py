@@ -1,0 +1,50 @@
+"""trainscale run: one benchmark run."""
+from __future__ import annotations
+
+import argparse
+
+from trainscale.scaling.cli import common as cli_common
+from trainscale.scaling.cli.progress import LiveProgress, console
+
+
+def register(sub) -> None:
+    p = cli_common.add_subcommand(
+        sub, "run", "run one benchmark (one world size)",
+        "trainscale run --workload digits --nproc 2   (time to accuracy: digits' default target 0.97)\n  "
+        "trainscale run --workload resnet50 --parallel ddp --launcher local --nproc 2 --steps 20 --warmup 5 "
+        "--set model.width=0.25 --set model.resolution=64",
+        description="run one benchmark (one world size)\n\n" + cli_common.MODES_HELP)
+    cli_common.add_spec_flags(p)
+    cli_common.add_launch_flags(p)
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="torchrun: print the command to run on each node, and run nothing")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from trainscale.scaling.orchestration.runner import execute
+    from trainscale.scaling.spec import resolve
+
+    if args.dry_run and args.node_rank is None:
+        args.node_rank = 0  # the dry run prints every node's command; any rank resolves the spec
+    spec = resolve(args.config, cli_common.spec_flags(args), args.sets)
+    if args.dry_run:
+        if spec.launcher != "torchrun":
+            raise cli_common.UsageError(f"--dry-run prints torchrun's per-node commands: it needs --launcher "
+                                        f"torchrun, got {spec.launcher!r}")
+        from trainscale.launchers.torchrun import dry_run
+
+        print(dry_run(spec, args.argv[1:]))
+        return 0
+    label = f"{spec.workload} {spec.parallel} {spec.nodes}x{spec.nproc}"
+    with LiveProgress() as live:
+        task, on_progress = live.start_run(label, spec.steps)
+        outcome = execute(spec, on_progress=on_progress)
+        live.finish_run(task, label, outcome.summary)
+    if outcome.summary.get("gpu") is not None:
+        from trainscale.analysis.gpu_telemetry import summary_line
+
+        console.print(f"gpu: {summary_line(outcome.summary['gpu'])}", markup=False)
+    console.print(f"results: {outcome.run_dir}")
+    print(outcome.run_dir)
+    return 0 if outcome.ok else 1

@@ -1,0 +1,163 @@
+"""One ``trainscale comm`` sweep end to end: the folder, config and provenance, one torchrun launch
+per world size through the local launcher's agent (so failed ranks are recorded as for training
+runs), then the results recomputed from the raw files, and the summary written last.
+
+The sweep fails (exit 1) when a launch fails or when any result element fails the check.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainscale.scaling.results import schema
+from trainscale.analysis.comm_report import write_comm_report
+from trainscale.scaling.results.files import read_json, write_json_atomic
+from trainscale.launchers.local import LaunchResult, run_agent
+
+from trainscale.scaling import provenance
+from trainscale.scaling.comm.spec import CommSpec
+from trainscale.scaling.cli.progress import LiveProgress
+from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
+
+
+@dataclass
+class CommOutcome:
+    comm_dir: Path
+    summary: dict
+    results: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.summary["status"] == schema.STATUS_OK
+
+
+def comm_provenance(config: dict) -> dict:
+    return {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": provenance.versions(),
+        "git": provenance.git_commit(),
+        "config": config,
+        "backend": config["backend"],
+        "launcher": "local",
+        "world_sizes": config["nproc"],
+        "node_layout": {"nodes": 1, "procs_per_node": config["nproc"]},
+        "orchestrator_host": provenance.host_facts(),
+        "gpu": provenance.gpu_facts(),
+        "env": provenance.relevant_env(),
+        "platform": platform.platform(),
+    }
+
+
+def threads_per_rank(spec: CommSpec, nproc: int) -> int:
+    """The local launcher's rule: the usable cores divided by the processes, at least 1."""
+    return spec.threads_per_rank or max(1, provenance.usable_cores() // nproc)
+
+
+def launch_world(spec: CommSpec, comm_dir: Path, nproc: int, on_progress=None) -> LaunchResult:
+    world_dir = schema.comm_world_dir(comm_dir, nproc)
+    world_dir.mkdir(parents=True, exist_ok=True)
+    threads = threads_per_rank(spec, nproc)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=world_dir))  # torchrun leaves files in TMPDIR
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "trainscale.launchers.agent", "--failures", str(world_dir / schema.FAILURES), "--",
+           "--standalone", "--nnodes=1", f"--nproc-per-node={nproc}", "--max-restarts=0",
+           "-m", "trainscale.scaling.comm.bench", "--config", str(comm_dir / schema.COMM_CONFIG),
+           "--out", str(world_dir)]
+    try:
+        result = run_agent(cmd, env, world_dir, spec.timeout_s, on_progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    cores = provenance.usable_cores()
+    result.facts = {"threads_per_rank": threads, "cores": cores, "oversubscribed": threads * nproc > cores,
+                    "command": cmd}
+    return result
+
+
+def default_name(spec: CommSpec) -> str:
+    ops = spec.ops[0] if len(spec.ops) == 1 else f"{len(spec.ops)}ops"
+    return f"{timestamp()}-comm-{ops}-{spec.dtype}"
+
+
+def _verdict(doc: dict, launches: dict[int, LaunchResult]) -> tuple[bool, str | None]:
+    for world, result in launches.items():
+        if not result.ok:
+            return False, f"world size {world}: {result.reason}"
+    for world, w in doc["worlds"].items():
+        if w["status"] != schema.STATUS_OK:
+            return False, f"world size {world}: {w['reason']}"
+    bad = [r for r in doc["results"] if r["wrong"]]
+    if bad:
+        first = bad[0]
+        return False, (f"{doc['wrong_total']} result element(s) failed the correctness check in {len(bad)} size(s); "
+                       f"first: {first['op']} {first['bytes']} B at world size {first['world_size']} "
+                       f"({first['wrong']} wrong)")
+    return True, None
+
+
+def _launch_with_progress(spec: CommSpec, comm_dir: Path, launches: dict[int, LaunchResult], sizes: int) -> None:
+    with LiveProgress(total_runs=len(spec.nproc) if len(spec.nproc) > 1 else None) as live:
+        for nproc in spec.nproc:
+            label = f"comm world {nproc}"
+            task, on_progress = live.start_run(label, sizes * len(spec.ops_for_world(nproc)))
+            launches[nproc] = r = launch_world(spec, comm_dir, nproc, on_progress)
+            live.progress.remove_task(task)
+            live.progress.console.print(f"[green]ok[/green]     {label} ({r.wall_s:.1f} s)" if r.ok
+                                        else f"[red]failed[/red] {label}: {r.reason}")
+            if live.overall is not None:
+                live.progress.advance(live.overall)
+
+
+def execute_comm(spec: CommSpec, show_progress: bool = True) -> CommOutcome:
+    """Run a validated CommSpec; results under a new folder in spec.out."""
+    comm_dir = new_run_dir(Path(spec.out), default_name(spec))
+    config = spec.to_dict()
+    write_json_atomic(comm_dir / schema.COMM_CONFIG, config)
+    prov = comm_provenance(config)
+    write_json_atomic(comm_dir / schema.PROVENANCE, prov)
+    write_json_atomic(comm_dir / schema.SUMMARY, {"status": schema.STATUS_STARTED, "kind": "comm",
+                                                  "run_id": comm_dir.name, "started_utc": prov["time_utc"]})
+    t0 = time.monotonic()
+    launches: dict[int, LaunchResult] = {}
+    total = len(spec.sizes())
+    try:
+        if show_progress:
+            _launch_with_progress(spec, comm_dir, launches, total)
+        else:
+            for nproc in spec.nproc:
+                launches[nproc] = launch_world(spec, comm_dir, nproc)
+    except KeyboardInterrupt:
+        write_json_atomic(comm_dir / schema.SUMMARY, {
+            "status": schema.STATUS_FAILED, "kind": "comm", "run_id": comm_dir.name,
+            "reason": "interrupted by the user (Ctrl-C)", "wall_s": time.monotonic() - t0})
+        raise
+    doc = write_comm_report(comm_dir, {n: {"ok": r.ok, "reason": r.reason} for n, r in launches.items()})
+    ok, reason = _verdict(doc, launches)
+    prov["launch"] = {str(n): r.facts for n, r in launches.items()}
+    prov["hostnames"] = sorted({read_json(p).get("hostname") for n in spec.nproc
+                                for p in (schema.comm_world_dir(comm_dir, n) / schema.RANKS_DIR).glob("rank*.json")}
+                               - {None})
+    write_json_atomic(comm_dir / schema.PROVENANCE, prov)
+    summary = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "kind": "comm",
+        "status": schema.STATUS_OK if ok else schema.STATUS_FAILED,
+        "reason": reason,
+        "run_id": comm_dir.name,
+        "ops": spec.ops,
+        "world_sizes": spec.nproc,
+        "dtype": spec.dtype,
+        "backend": spec.backend,
+        "wall_s": time.monotonic() - t0,
+        "wrong_total": doc["wrong_total"],
+        "launches": {str(n): {"ok": r.ok, "reason": r.reason, "wall_s": r.wall_s, "failures": r.failures,
+                              **{k: v for k, v in r.facts.items() if k != "command"}}
+                     for n, r in launches.items()},
+    }
+    write_json_atomic(comm_dir / schema.SUMMARY, summary)
+    return CommOutcome(comm_dir, summary, doc)

@@ -1,0 +1,1 @@
+"""Host-side orchestration: one run end to end, sweeps over world sizes, result folders."""

@@ -1,0 +1,151 @@
+"""One run, end to end: make its folder, record config and provenance, launch, summarise.
+
+The summary is written last and atomically. Before the launch it says "started"; a run whose
+ranks fail or time out is summarised as "failed" with the reason; analysis treats a summary still
+saying "started" as a run whose orchestrator died.
+"""
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json, write_json_atomic
+from trainscale.analysis.gpu_telemetry import run_gpu_summary
+from trainscale.analysis.parallel import parallel_summary
+from trainscale.analysis.runs import load_rank_samples, run_metrics
+from trainscale.analysis.tta import run_tta
+
+from trainscale.scaling import provenance
+from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
+from trainscale.scaling.spec import RunSpec, SpecError
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    summary: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.summary["status"] == schema.STATUS_OK
+
+
+def default_run_name(spec: RunSpec) -> str:
+    return f"{timestamp()}-{spec.workload}-{spec.parallel}-{spec.nodes}x{spec.nproc}"
+
+
+def rank_infos(run_dir: Path) -> list[dict]:
+    return [read_json(Path(p)) for p in sorted(glob.glob(str(run_dir / schema.RANKS_DIR / "rank*.json")))]
+
+
+def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s: float,
+              failures: list[dict], launch_facts: dict) -> dict:
+    summary: dict = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "status": schema.STATUS_OK if ok else schema.STATUS_FAILED,
+        "reason": reason,
+        "run_id": run_dir.name,
+        "workload": spec.workload,
+        "parallel": spec.parallel,
+        "launcher": spec.launcher,
+        "nodes": spec.nodes,
+        "nproc": spec.nproc,
+        "world_size": spec.world_size,
+        "batch_size_per_rank": spec.batch_size,
+        "global_batch": spec.global_batch,
+        "data_kind": spec.data.kind,
+        "precision": spec.precision,
+        "wall_s": wall_s,
+        "launch": {k: v for k, v in launch_facts.items() if k != "command"},
+        "failures": failures,
+    }
+    if spec.is_tta:
+        summary["target_accuracy"] = spec.target_accuracy
+    if ok:
+        infos = rank_infos(run_dir)
+        if spec.is_tta:
+            try:
+                summary["tta"] = run_tta(run_dir, spec.target_accuracy).to_dict()
+            except (ValueError, OSError, KeyError) as e:
+                summary.update(status=schema.STATUS_FAILED, reason=f"event log unusable: {e}")
+                return summary
+        try:
+            summary["metrics"] = run_metrics(load_rank_samples(run_dir))
+        except (ValueError, OSError) as e:
+            if not spec.is_tta:
+                summary.update(status=schema.STATUS_FAILED, reason=f"samples unusable: {e}")
+                return summary
+            # A TTA run that reached its target within the warmup steps has no throughput window.
+            summary["metrics"] = None
+            summary["metrics_note"] = f"no throughput figures: {e}"
+        summary["init_s"] = max((i["init_s"] for i in infos), default=None)
+        summary["sample_unit"] = infos[0]["sample_unit"] if infos else "samples"
+        summary["parallelism"] = parallel_summary(run_dir, summary["metrics"])
+        metrics = summary["metrics"]
+        window_samples = metrics["global_batch"] * metrics["measured_steps"] if metrics else None
+        summary["gpu"] = run_gpu_summary(run_dir, window_samples, summary["sample_unit"],
+                                         {int(i["pid"]) for i in infos if i.get("pid") is not None})
+    return summary
+
+
+def execute(spec: RunSpec, run_dir: Path | None = None,
+            on_progress: Callable[[dict], None] | None = None) -> RunOutcome:
+    """Run one validated spec. run_dir: where to put it (made if missing); default the launcher's
+    fixed folder (multi-node: OUT/RUN_ID, shared by all nodes) or a new folder under spec.out."""
+    from trainscale.launchers import registry
+
+    launcher = registry.get(spec.launcher)
+    fixed = registry.run_dir_for(spec) if run_dir is None else None
+    if not launcher.records_run(spec):
+        # Another node writes the record; this one only runs its agent into the shared folder.
+        run_dir = run_dir or fixed
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result = launcher.launch(spec, run_dir, on_progress)
+        return RunOutcome(run_dir, {"status": schema.STATUS_OK if result.ok else schema.STATUS_FAILED,
+                                    "reason": result.reason, "recorded_by_another_node": True})
+    if fixed is not None:
+        # Other nodes may have made the folder for their logs already; a config means an earlier run.
+        if (fixed / schema.CONFIG).exists():
+            raise SpecError(f"results folder {fixed} already holds a run: choose another --run-id")
+        fixed.mkdir(parents=True, exist_ok=True)
+        run_dir = fixed
+    elif run_dir is None:
+        run_dir = new_run_dir(Path(spec.out), default_run_name(spec))
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    config = spec.to_dict()
+    write_json_atomic(run_dir / schema.CONFIG, config)
+    prov = provenance.collect(config)
+    write_json_atomic(run_dir / schema.PROVENANCE, prov)
+    write_json_atomic(run_dir / schema.SUMMARY, {"status": schema.STATUS_STARTED, "run_id": run_dir.name,
+                                                 "started_utc": prov["time_utc"]})
+    t0 = time.monotonic()
+    try:
+        result = launcher.launch(spec, run_dir, on_progress)
+        ok, reason, failures, facts = result.ok, result.reason, result.failures, result.facts
+    except KeyboardInterrupt:
+        ok, reason, failures, facts = False, "interrupted by the user (Ctrl-C)", [], {}
+        write_json_atomic(run_dir / schema.SUMMARY, summarise(spec, run_dir, ok, reason, time.monotonic() - t0,
+                                                             failures, facts))
+        raise
+    summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts)
+    prov["launch"] = facts
+    prov["ranks"] = [{k: i.get(k) for k in ("rank", "node_rank", "local_rank", "hostname", "node_name", "addresses", "pid",
+                                              "threads", "device", "cpu_model", "cores", "memory_bytes")}
+                     for i in rank_infos(run_dir)]
+    prov["hostnames"] = sorted({r["hostname"] for r in prov["ranks"] if r.get("hostname")})
+    infos = rank_infos(run_dir)
+    if infos and infos[0].get("step_options"):  # precision, TF32, autocast, scaler, channels_last, compile
+        prov["step_options"] = infos[0]["step_options"]
+        prov["step_timing"] = infos[0].get("step_timing")
+    if "emulated_cluster" in facts:
+        prov["emulated_cluster"] = facts["emulated_cluster"]
+    write_json_atomic(run_dir / schema.PROVENANCE, prov)
+    write_json_atomic(run_dir / schema.SUMMARY, summary)
+    if hasattr(launcher, "after_record"):
+        launcher.after_record(spec, run_dir, summary)
+    return RunOutcome(run_dir, summary)

@@ -1,0 +1,117 @@
+"""Sweeps over world sizes: strong scaling (fixed global batch) or weak scaling (fixed per-rank
+batch), R repeats each. Repeats are interleaved (every size once, then again) so slow drift of the
+machine spreads over all sizes instead of biasing one. A failed run is recorded and the sweep goes on.
+
+A sweep may compare several parallel strategies (``--parallel ddp,fsdp,tp,pp``): every strategy runs
+at every size, interleaved too (for each repeat, for each size, each strategy in turn). The batch is
+per data-parallel rank, so strong scaling gives every strategy at a size the same global batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainscale.scaling.results import schema
+from trainscale.analysis.scaling import SCALING_MODES, STRONG
+
+from trainscale.scaling.cli.progress import LiveProgress
+from trainscale.scaling.results.files import write_json_atomic
+
+from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
+from trainscale.scaling.orchestration.runner import execute
+from trainscale.scaling.spec import FaultConfig, RunSpec, SpecError, validate
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    name: str  # folder under runs/
+    repeat: int
+    spec: RunSpec
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise SpecError(f"{what} must be a comma-separated list of integers, got {text!r}") from None
+    if not values:
+        raise SpecError(f"{what} is empty")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise SpecError(f"{what} values must be at least 1, got {bad[0]}")
+    return sorted(set(values))
+
+
+def _data_parallel_degree(base: RunSpec, nodes: int, nproc: int) -> int:
+    try:
+        return dataclasses.replace(base, nodes=nodes, nproc=nproc).degrees.dp
+    except ValueError as e:
+        raise SpecError(f"parallel {base.parallel!r} at world size {nodes * nproc}: {e}") from None
+
+
+def plan(base: RunSpec | list[RunSpec], nprocs: list[int], nodes: list[int], mode: str, repeats: int,
+         global_batch: int | None = None) -> list[SweepPoint]:
+    """The runs of a sweep; ``base`` is one spec per strategy when the sweep compares strategies."""
+    bases = base if isinstance(base, list) else [base]
+    if mode not in SCALING_MODES:
+        raise SpecError(f"--scaling must be one of {', '.join(SCALING_MODES)}, got {mode!r}")
+    if repeats < 1:
+        raise SpecError(f"--repeats must be at least 1, got {repeats}")
+    sizes = [(n, p) for n in nodes for p in nprocs]
+    if mode == STRONG:
+        global_batch = global_batch or bases[0].batch_size * min(n * p for n, p in sizes)
+        for b in bases:
+            for n, p in sizes:
+                dp = _data_parallel_degree(b, n, p)
+                if global_batch % dp:
+                    raise SpecError(f"strong scaling: global batch {global_batch} does not divide over world size "
+                                    f"{n * p} ({b.parallel}: {dp} data-parallel ranks) (set --global-batch-size)")
+    points = []
+    for r in range(repeats):
+        for n, p in sizes:
+            for b in bases:
+                per_rank = global_batch // _data_parallel_degree(b, n, p) if mode == STRONG else b.batch_size
+                # A fault aimed at a rank that this world size lacks is not injected in its runs.
+                fault = b.fault if b.fault.rank < n * p else FaultConfig()
+                spec = dataclasses.replace(b, nodes=n, nproc=p, batch_size=per_rank, seed=b.seed + r, fault=fault)
+                validate(spec)
+                name = f"{n}x{p}-r{r}" if len(bases) == 1 else f"{b.parallel}-{n}x{p}-r{r}"
+                points.append(SweepPoint(name, r, spec))
+    return points
+
+
+def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path | None = None) -> Path:
+    out = Path(out or base.out)
+    strategies = list(dict.fromkeys(p.spec.parallel for p in points)) or [base.parallel]
+    sweep_dir = new_run_dir(out, f"{timestamp()}-sweep-{base.workload}-{'+'.join(strategies)}")
+    index = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "kind": "sweep",
+        "scaling": mode,
+        "workload": base.workload,
+        "parallel": ",".join(strategies),
+        "status": "running",
+        "runs": [],
+    }
+    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
+    with LiveProgress(total_runs=len(points)) as live:
+        for point in points:
+            s = point.spec
+            label = f"{s.nodes}x{s.nproc} (world {s.world_size}) repeat {point.repeat}"
+            if len(strategies) > 1:
+                label = f"{s.parallel} {label}"
+            task, on_progress = live.start_run(label, s.steps)
+            outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, on_progress)
+            live.finish_run(task, label, outcome.summary)
+            index["runs"].append({
+                "name": point.name, "path": f"{schema.SWEEP_RUNS_DIR}/{point.name}", "parallel": s.parallel,
+                "degrees": dataclasses.asdict(s.degrees), "nodes": s.nodes,
+                "nproc": s.nproc, "world_size": s.world_size, "repeat": point.repeat, "seed": s.seed,
+                "batch_size_per_rank": s.batch_size, "global_batch": s.global_batch,
+                "status": outcome.summary["status"], "reason": outcome.summary.get("reason"),
+            })
+            write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
+    index["status"] = "done"
+    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
+    return sweep_dir

@@ -1,0 +1,98 @@
+"""Checkpointing inside the throughput loop: when to save (every checkpoint.every_steps steps, or at
+the first step boundary checkpoint.every_s seconds after the last save), restore before training,
+and the event-log records the recovery timeline and the checkpoint figures are computed from.
+
+Events (rank 0, each with mono_s):
+  ts_checkpoint_restore  start/end around restore; end metadata: step, path, restore_s, skipped
+  ts_checkpoint_fallback one per damaged newer checkpoint passed over (path, reason)
+  ts_checkpoint_save     after a save returned to the loop; metadata: step, blocking_s, async
+  ts_checkpoint_complete when the checkpoint is complete on disk; metadata: step, total_s, bytes
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from trainscale.scaling.results import schema
+from trainscale.faults.checkpoint import Checkpointer, SaveRecord
+
+from trainscale.scaling.runtime.events import EventLog
+from trainscale.scaling.runtime.recorder import SampleRecorder
+from trainscale.scaling.spec import RunSpec
+
+EVENT_RESTORE = schema.EVENT_CKPT_RESTORE
+EVENT_FALLBACK = schema.EVENT_CKPT_FALLBACK
+EVENT_SAVE = schema.EVENT_CKPT_SAVE
+EVENT_COMPLETE = schema.EVENT_CKPT_COMPLETE
+
+
+def checkpoint_root(spec: RunSpec, run_dir: Path) -> Path:
+    return Path(spec.checkpoint.dir) if spec.checkpoint.dir else Path(run_dir) / schema.CHECKPOINTS_DIR
+
+
+class RunCheckpoints:
+    def __init__(self, spec: RunSpec, strategy, run_dir: Path, events: EventLog) -> None:
+        self.cfg, self.events = spec.checkpoint, events
+        self.root = checkpoint_root(spec, run_dir)
+        self.ckpt = Checkpointer(self.root, strategy.model, strategy.optimizer, getattr(strategy, "scheduler", None),
+                                 async_save=self.cfg.async_save, keep=self.cfg.keep)
+        self._last_save = time.monotonic()
+        self._logged = 0
+        self.restored: dict | None = None
+
+    def restore(self) -> int:
+        """Load the newest usable checkpoint; the step to resume at (0 when there is none)."""
+        self.events.start(EVENT_RESTORE)
+        result = self.ckpt.restore()
+        for s in result.skipped:
+            self.events.event(EVENT_FALLBACK, s["step"], metadata={"path": s["path"], "reason": s["reason"]})
+        self.restored = {"step": result.step, "path": str(result.path) if result.path else None,
+                         "restore_s": result.restore_s, "skipped": result.skipped, "loader": result.loader}
+        self.events.end(EVENT_RESTORE, result.step, metadata={k: v for k, v in self.restored.items()})
+        self._last_save = time.monotonic()
+        return result.step
+
+    def _due(self, step: int) -> bool:
+        if self.cfg.every_steps and step % self.cfg.every_steps == 0:
+            return True
+        if self.cfg.every_s:
+            # Rank 0's clock decides for everyone, so all ranks enter the save's collectives together.
+            due = torch.tensor([int(time.monotonic() - self._last_save >= self.cfg.every_s)], dtype=torch.int32)
+            dist.broadcast(due, 0)
+            return bool(due.item())
+        return False
+
+    def after_step(self, step: int, position: dict, recorder: SampleRecorder) -> None:
+        """Called after `step` steps are done (step = index of the next step)."""
+        self.ckpt.poll()
+        self._log_completed()
+        if self._due(step):
+            self._save(step, position, recorder)
+
+    def finish(self, steps: int, position: dict, recorder: SampleRecorder) -> None:
+        if self.cfg.final:
+            self._save(steps, position, recorder)
+        self.ckpt.wait()
+        self._log_completed()
+
+    def _save(self, step: int, position: dict, recorder: SampleRecorder) -> None:
+        recorder.flush()  # the rows up to a checkpoint survive a crash after it
+        record = self.ckpt.save(step, position)
+        self._last_save = time.monotonic()
+        self.events.event(EVENT_SAVE, step, metadata={"blocking_s": record.blocking_s, "async": self.cfg.async_save})
+        self._log_completed()
+
+    def _log_completed(self) -> None:
+        for record in self.ckpt.saves[self._logged:]:
+            self.events.event(EVENT_COMPLETE, record.step, metadata={"total_s": record.total_s, "bytes": record.bytes,
+                                                                     "path": str(record.path)})
+        self._logged = len(self.ckpt.saves)
+
+    def facts(self) -> dict:
+        saves: list[SaveRecord] = self.ckpt.saves
+        return {"root": str(self.root), "restored": self.restored,
+                "saves": [{"step": r.step, "blocking_s": r.blocking_s, "total_s": r.total_s, "bytes": r.bytes}
+                          for r in saves]}

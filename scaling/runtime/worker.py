@@ -1,0 +1,167 @@
+"""The per-rank benchmark loop. Started by a launcher (torchrun, Ray, Slurm) as
+``python -m trainscale.scaling.runtime.worker --run-dir DIR``; reads DIR/config.json.
+
+A run with a target_accuracy is a time-to-accuracy run (scaling/tta_loop.py); otherwise a throughput
+run of a fixed number of steps (train() below).
+
+Timing rules (METHOD.md): monotonic clock on each rank; init (process start to the end of model and
+data set-up) is timed apart from training; warmup steps are recorded but excluded from the measured
+window; a barrier aligns the ranks where the measured window starts; every step's data, compute
+(forward + backward, gradient communication included) and optimizer time is kept per rank.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from trainscale.scaling.results import schema
+from trainscale.scaling.results.files import read_json, write_json_atomic
+from trainscale.faults.inject import restart_count
+from trainscale.workloads.data import sharded_loader
+
+from trainscale.scaling import provenance
+from trainscale.scaling.runtime.checkpointing import RunCheckpoints
+from trainscale.scaling.runtime.distributed import DistContext, device_name, init_from_env, shutdown
+from trainscale.scaling.runtime.events import EventLog, mlc
+from trainscale.scaling.runtime.recorder import SampleRecorder
+from trainscale.scaling.spec import RunSpec, from_dict
+from trainscale.scaling.runtime.step import TimedStep, set_up
+
+PROGRESS_INTERVAL_S = 0.5
+EVENT_ATTEMPT = schema.EVENT_ATTEMPT
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process was created (interpreter start and imports), from /proc."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Progress:
+    """Rank 0 tells the launcher how far it is, at most every PROGRESS_INTERVAL_S."""
+
+    def __init__(self, run_dir: Path, enabled: bool, total: int) -> None:
+        self.path, self.enabled, self.total, self._last = run_dir / schema.PROGRESS, enabled, total, 0.0
+
+    def update(self, step: int, phase: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.enabled and (force or now - self._last >= PROGRESS_INTERVAL_S):
+            write_json_atomic(self.path, {"step": step, "steps": self.total, "phase": phase})
+            self._last = now
+
+
+def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_main: float) -> dict:
+    session = set_up(spec, ctx, min_train_samples=spec.steps * spec.global_batch)
+    layout = session.layout
+    loader = sharded_loader(session.built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
+                            workers=spec.data.loader_workers, pin_memory=ctx.device.type == "cuda")
+    saver = RunCheckpoints(spec, session.strategy, run_dir, events) if spec.checkpoint.enabled else None
+    start_step = saver.restore() if saver else 0
+    torch.distributed.barrier()
+    init_s = time.monotonic() - t_main
+    events.end(mlc.INIT_STOP)
+    events.event(mlc.GLOBAL_BATCH_SIZE, spec.global_batch)
+    events.event(mlc.SEED, spec.seed)
+    events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
+    events.event(mlc.MAX_STEPS, spec.steps)
+
+    run_start = events.start(mlc.RUN_START, metadata={"first_step": start_step})
+    session.telemetry.mark(schema.MARK_RUN_START)
+    step_fn = TimedStep(session, spec, ctx, run_start, run_dir, saver.root if saver else None)
+    recorder = SampleRecorder(run_dir, ctx.rank, step_fn.columns)
+    progress = Progress(run_dir, ctx.is_main, spec.steps)
+    session.memory.loop_starts()
+    position = loader.position(start_step)
+    stream = loader.batches(position["epoch"], position["batch"])
+    batches = (batch for _epoch, batch in stream)
+    for step in range(start_step, spec.steps):
+        if step == spec.warmup:
+            step_fn.align()
+        phase = schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED
+        recorder.add(phase=phase, **step_fn(step, batches))
+        progress.update(step + 1, phase)
+        if saver and step + 1 < spec.steps:
+            saver.after_step(step + 1, loader.position(step + 1), recorder)
+    session.telemetry.mark(schema.MARK_RUN_STOP)  # the last step ended with its synchronisation
+    run_s = events.end(mlc.RUN_STOP, metadata={"status": "success"}) - run_start
+    if saver:
+        saver.finish(spec.steps, loader.position(spec.steps), recorder)
+    # Compute-only steps for the exposed-communication figure: after run_stop, outside the window.
+    no_sync = step_fn.comm_probe.run_no_sync_block(step_fn.device_batches(batches), ctx, recorder, spec.steps,
+                                                   session.built.samples_per_item, run_start)
+    events.event("ts_no_sync_steps", no_sync)
+    recorder.close()
+    session.telemetry.finish(run_dir)
+    progress.update(spec.steps, "done", force=True)
+    return {"init_s": init_s, "run_s": run_s, "sample_unit": session.built.sample_unit,
+            "device_name": device_name(ctx.device), "first_step": start_step,
+            **({"checkpoint": saver.facts()} if saver else {}), **step_fn.facts()}
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    t_main = time.monotonic()
+    startup_s = process_age_s()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    run_rank(args.run_dir, t_main, startup_s)
+
+
+def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
+    """One rank, end to end. Also the entry of launchers that start ranks themselves (Ray Train):
+    a process group that already exists is used as it is."""
+    spec = from_dict(read_json(run_dir / schema.CONFIG))
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    # A short collective timeout (fault.detect_timeout_s) is how a hung peer is detected.
+    ctx = init_from_env(spec.backend, timeout_s=spec.fault.detect_timeout_s or min(spec.timeout_s, 1800.0))
+    pg_ready = time.monotonic()
+    events = EventLog(run_dir / schema.EVENTS if ctx.is_main else None)
+    # Where this attempt's time went before the log opened (the recovery timeline's restart and rendezvous).
+    events.event(EVENT_ATTEMPT, restart_count(), metadata={
+        "process_start_mono_s": t_main - startup_s if startup_s is not None else None,
+        "main_mono_s": t_main, "pg_ready_mono_s": pg_ready,
+        "slurm_restart_count": int(os.environ["SLURM_RESTART_COUNT"]) if "SLURM_RESTART_COUNT" in os.environ else None})
+    events.start(mlc.INIT_START)
+    try:
+        if spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/tta_loop.py)
+            from trainscale.scaling.runtime.tta_loop import train_to_accuracy
+
+            facts = train_to_accuracy(spec, ctx, run_dir, events, t_main, Progress)
+        else:
+            facts = train(spec, ctx, run_dir, events, t_main)
+        write_json_atomic(schema.rank_info_path(run_dir, ctx.rank), {
+            "rank": ctx.rank, "local_rank": ctx.local_rank, "node_rank": ctx.node_rank,
+            "world_size": ctx.world_size, "pid": os.getpid(), "threads": threads,
+            "device": str(ctx.device), "backend": ctx.backend,
+            "startup_s": startup_s,
+            **facts, **provenance.host_facts(),
+        })
+    finally:
+        events.close()
+    shutdown()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:
+        # @record has written the error for torchrun. Exit now: with a peer that hangs (SIGSTOP), the
+        # process group's teardown at interpreter exit blocks for tens of seconds, hiding the failure.
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)

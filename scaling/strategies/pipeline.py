@@ -1,0 +1,69 @@
+"""Pipeline parallel with ``torch.distributed.pipelining``: the workload cuts its model into equal
+consecutive stages (``pipeline_stage``), one per rank of the "pp" mesh dimension, each a manual
+``PipelineStage``; a GPipe or 1F1B schedule runs the per-rank batch as ``pipeline.microbatches``
+microbatches. Gradients are scaled by 1/microbatches (the schedule's scale_grads), so with a
+mean-reduced loss a step equals the whole batch's step. With a data-parallel degree above 1, each
+stage is sharded with FSDP2 over the "dp" dimension (2D dp x pp).
+
+The stage's compute time per step (forward and backward of its microbatches and the loss) is timed
+around the stage's own methods; the rest of the step is waiting and communication, from which the
+report takes the measured bubble."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from trainscale.workloads import registry as workload_registry
+
+from trainscale.scaling.runtime.distributed import DistContext
+from trainscale.scaling.spec import RunSpec
+from trainscale.scaling.strategies.mesh import Layout
+from trainscale.scaling.strategies.fsdp import shard_data_parallel
+from trainscale.scaling.runtime.measure import BusyTimer
+
+SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+
+class PipelineStrategy:
+    extra_sample_columns = ("busy_s",)
+
+    def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
+        from trainscale.scaling.strategies.base import make_optimizer
+
+        degrees = spec.degrees
+        self.layout = Layout(degrees, ctx.rank)
+        workload = workload_registry.get(spec.workload)
+        mesh = init_device_mesh(ctx.device.type, (degrees.pp, degrees.dp), mesh_dim_names=("pp", "dp"))
+        stage_index, stages = self.layout.pp_rank, degrees.pp
+        self.is_first, self.is_last = stage_index == 0, stage_index == stages - 1
+        model = workload.pipeline_stage(model, stage_index, stages).to(ctx.device)
+        if degrees.dp > 1:
+            shard_data_parallel(model, mesh["dp"], workload)
+        self.model = model
+        self.optimizer = make_optimizer(spec.optim, model.parameters())
+        self.timer = BusyTimer()
+        self.stage = PipelineStage(model, stage_index, stages, ctx.device, group=mesh["pp"].get_group())
+        self.stage.forward_one_chunk = self.timer.wrap(self.stage.forward_one_chunk)
+        self.stage.backward_one_chunk = self.timer.wrap(self.stage.backward_one_chunk)
+        self.schedule = SCHEDULE_CLASSES[spec.pipeline.schedule](
+            self.stage, n_microbatches=spec.pipeline.microbatches, loss_fn=self.timer.wrap(loss_fn))
+        self._busy_s = 0.0
+
+    def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor | None:
+        losses: list[torch.Tensor] = []
+        args = (inputs,) if self.is_first else ()
+        target = targets if self.is_last else None
+        self.schedule.step(*args, target=target, losses=losses if self.is_last else None, return_outputs=False)
+        self._busy_s = self.timer.take()
+        return torch.stack(losses).mean().detach() if self.is_last else None
+
+    def step_extras(self) -> dict[str, float]:
+        return {"busy_s": self._busy_s}
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
