@@ -1,14 +1,8 @@
-"""Collective-communication metrics, exactly as METHOD.md defines them (the nccl-tests convention),
+"""Collective-communication metrics (docs/method.md "Collective bandwidth", the nccl-tests convention),
 the alpha-beta model fitted to a sweep, and predictions from a stored fit.
 
-Message size ("bytes") is nccl-tests' ``size`` column, per rank:
-    all_reduce, broadcast, send_recv   the buffer each rank holds
-    all_gather                         the gathered output (world x each rank's input)
-    reduce_scatter                     the input before scattering (world x each rank's output)
-    all_to_all                         each rank's send buffer (world chunks)
-    algbw = bytes / time  (GB = 1e9 B)
-    busbw = algbw * factor:  2(n-1)/n  all_reduce;   (n-1)/n  all_gather, reduce_scatter, all_to_all;
-                             1         broadcast, reduce, send_recv
+Message size and bus factor are the op's definition (scaling/results/collectives.py);
+algbw = bytes / time (GB = 1e9 B), busbw = algbw x the op's bus factor.
 Time of one size: each rank's mean over its timed iterations, then the slowest rank's mean (nccl-tests
 ``-a 3``); p50/p99 are over iterations of the per-iteration maximum across ranks.
 
@@ -24,25 +18,17 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from trainscale.scaling.results.collectives import COLLECTIVES
+
 GB = 1e9
-OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv")
-REDUCING_OPS = ("all_reduce", "reduce_scatter")
-# Ops whose message is split into one chunk per rank: bytes must be a multiple of world x element size.
-CHUNKED_OPS = ("all_gather", "reduce_scatter", "all_to_all")
+OPS = tuple(COLLECTIVES.names())
 
 
 def bus_factor(op: str, world: int) -> float:
-    """busbw / algbw for an op at world size n (METHOD.md; nccl-tests' PERFORMANCE.md)."""
+    """busbw / algbw for an op at world size n (the op's definition; nccl-tests' PERFORMANCE.md)."""
     if world < 1:
         raise ValueError(f"world size must be at least 1, got {world}")
-    n = world
-    if op == "all_reduce":
-        return 2.0 * (n - 1) / n
-    if op in ("all_gather", "reduce_scatter", "all_to_all"):
-        return (n - 1) / n
-    if op in ("broadcast", "reduce", "send_recv"):
-        return 1.0
-    raise ValueError(f"unknown collective {op!r} (known: {', '.join(OPS)})")
+    return COLLECTIVES.get(op).bus_factor(world)
 
 
 def algbw(nbytes: float, seconds: float) -> float:
@@ -59,12 +45,7 @@ def busbw(op: str, nbytes: float, seconds: float, world: int) -> float:
 def ring_steps(op: str, world: int) -> int:
     """Sequential latency terms of the ring algorithm, used only to extrapolate alpha to a world
     size that was not measured."""
-    n = world
-    if op == "all_reduce":
-        return max(1, 2 * (n - 1))
-    if op == "send_recv":
-        return 1
-    return max(1, n - 1)
+    return COLLECTIVES.get(op).ring_steps(world)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +94,7 @@ def size_result(op: str, world: int, nbytes: int, count: int, dtype: str, root: 
     p50, p99 = np.percentile(per_iter_max, [50, 99])
     return SizeResult(
         op=op, world_size=world, bytes=int(nbytes), count=int(count), dtype=dtype,
-        redop="sum" if op in REDUCING_OPS else "none", root=root if op == "broadcast" else -1,
+        redop="sum" if COLLECTIVES.get(op).reducing else "none", root=root if op == "broadcast" else -1,
         iterations=int(t.shape[1]), time_s=time_s, p50_s=float(p50), p99_s=float(p99),
         min_s=float(per_iter_max.min()), max_s=float(per_iter_max.max()),
         algbw_gbps=algbw(nbytes, time_s), busbw_gbps=busbw(op, nbytes, time_s, world),

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from trainscale.scaling.results.collectives import COLLECTIVES
+
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
 from trainscale.analysis.mfu import mfu
 from trainscale.analysis.runs import load_rank_samples, measured, run_metrics
 
-RING_FACTORS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
-                "reduce_scatter": lambda n: (n - 1) / n, "all_to_all": lambda n: (n - 1) / n,
-                "broadcast": lambda n: 1.0, "reduce": lambda n: 1.0, "send": lambda n: 1.0,
-                "recv": lambda n: 0.0, "gather": lambda n: (n - 1) / n, "scatter": lambda n: (n - 1) / n}
+# Kinds the probe sees in training that are not benchmark ops; the others take the op's bus factor.
+PROBE_ONLY_FACTORS = {"reduce": lambda n: 1.0, "send": lambda n: 1.0, "recv": lambda n: 0.0,
+                      "gather": lambda n: (n - 1) / n, "scatter": lambda n: (n - 1) / n}
 WIRE_MODEL = "ring-algorithm estimate from the measured payloads (nccl-tests bus-bandwidth factors)"
 
 
@@ -38,7 +39,11 @@ def theoretical_bubble(stages: int, microbatches: int) -> float:
 
 def wire_bytes(op: dict) -> float:
     n = op.get("group_size") or 1
-    return RING_FACTORS.get(op["kind"], lambda n: 1.0)(n) * op["payload_bytes"] if n > 1 else 0.0
+    if n <= 1:
+        return 0.0
+    kind = op["kind"]
+    factor = COLLECTIVES.get(kind).bus_factor(n) if kind in COLLECTIVES else PROBE_ONLY_FACTORS.get(kind, lambda n: 1.0)(n)
+    return factor * op["payload_bytes"]
 
 
 def rank_infos(run_dir: Path) -> dict[int, dict]:

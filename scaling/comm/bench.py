@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainscale.scaling.results import schema
+from trainscale.scaling.results.collectives import COLLECTIVES, Buffers, CollectiveOp
 from trainscale.scaling.results.files import read_json, write_json_atomic
 
 from trainscale.scaling import provenance
@@ -31,65 +32,32 @@ from trainscale.scaling.runtime.distributed import DistContext, init_from_env, s
 
 
 @dataclass
-class Buffers:
+class OpBuffers:
     """One op's tensors for one message size: what goes in, what comes out (the same tensor for
-    in-place ops), the elements per rank chunk, and the size in nccl-tests' sense."""
-    op: str
+    in-place ops), their element counts (Buffers) and the size in nccl-tests' sense."""
+    op: CollectiveOp
+    shape: Buffers
     inp: torch.Tensor
     out: torch.Tensor
-    chunk: int
     nbytes: int
-    count: int
 
 
 def make_buffers(op: str, size: int, world: int, dtype: torch.dtype, element_size: int,
-                 device: torch.device) -> Buffers | None:
-    """Zero-filled tensors for `size` bytes (rounded down to whole elements, and to whole chunks for
-    ops that split the message over the ranks); None when that leaves nothing to send."""
-    def zeros(n: int) -> torch.Tensor:
-        return torch.zeros(n, dtype=dtype, device=device)
-
-    if op in ("all_gather", "reduce_scatter", "all_to_all"):
-        chunk = size // (world * element_size)
-        if chunk == 0:
-            return None
-        total = chunk * world
-        inp = zeros(chunk) if op == "all_gather" else zeros(total)
-        out = zeros(chunk) if op == "reduce_scatter" else zeros(total)
-        return Buffers(op, inp, out, chunk, total * element_size, total)
-    count = size // element_size
-    if count == 0:
+                 device: torch.device) -> OpBuffers | None:
+    """Zero-filled tensors for `size` bytes as the op defines them (results/collectives.py); None
+    when that leaves nothing to send."""
+    definition = COLLECTIVES.get(op)
+    shape = definition.buffers(size, world, element_size)
+    if shape is None:
         return None
-    buf = zeros(count)
-    if op == "send_recv":
-        return Buffers(op, buf, zeros(count), count, count * element_size, count)
-    return Buffers(op, buf, buf, count, count * element_size, count)
+    inp = torch.zeros(shape.inp, dtype=dtype, device=device)
+    out = inp if shape.in_place else torch.zeros(shape.out, dtype=dtype, device=device)
+    return OpBuffers(definition, shape, inp, out, shape.count * element_size)
 
 
-def collective(b: Buffers, rank: int, world: int, root: int) -> Callable[[], None]:
+def collective(b: OpBuffers, rank: int, world: int, root: int) -> Callable[[], None]:
     """One blocking call of the op on its buffers (on CUDA: enqueued, the current stream waits)."""
-    all_gather = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
-    reduce_scatter = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
-    if b.op == "all_reduce":
-        return lambda: dist.all_reduce(b.out)
-    if b.op == "all_gather":
-        return lambda: all_gather(b.out, b.inp)
-    if b.op == "reduce_scatter":
-        return lambda: reduce_scatter(b.out, b.inp)
-    if b.op == "broadcast":
-        return lambda: dist.broadcast(b.out, src=root)
-    if b.op == "all_to_all":
-        return lambda: dist.all_to_all_single(b.out, b.inp)
-    if b.op == "send_recv":
-        peers = ((rank + 1) % world, (rank - 1) % world)
-
-        def send_recv() -> None:
-            ops = [dist.P2POp(dist.isend, b.inp, peers[0]), dist.P2POp(dist.irecv, b.out, peers[1])]
-            for work in dist.batch_isend_irecv(ops):
-                work.wait()
-
-        return send_recv
-    raise ValueError(f"unknown collective {b.op!r}")
+    return b.op.call(dist, b.inp, b.out, rank, world, root)
 
 
 def time_iterations(fn: Callable[[], None], iters: int, device: torch.device) -> list[float]:
@@ -122,35 +90,21 @@ def pattern(rank: int, start: int, n: int, modulus: int, device: torch.device) -
     return (torch.arange(start, start + n, dtype=torch.int64, device=device) + 7 * rank + 1) % modulus
 
 
-def fill_check_inputs(b: Buffers, rank: int, world: int, root: int, modulus: int) -> None:
+def fill_check_inputs(b: OpBuffers, rank: int, world: int, root: int, modulus: int) -> None:
     """Known inputs; outputs (when separate) set to a value no correct result holds."""
-    n = b.inp.numel()
-    if b.op == "broadcast" and rank != root:
-        b.inp.copy_((pattern(root, 0, n, modulus, b.inp.device) + 1) % modulus)  # must be overwritten
-    else:
-        b.inp.copy_(pattern(rank, 0, n, modulus, b.inp.device))
+    whose, offset = b.op.input_pattern(rank, root)
+    b.inp.copy_((pattern(whose, 0, b.inp.numel(), modulus, b.inp.device) + offset) % modulus)
     if b.out is not b.inp:
         b.out.fill_(modulus)
 
 
-def expected_output(b: Buffers, rank: int, world: int, root: int, modulus: int) -> torch.Tensor:
-    dev, c = b.out.device, b.chunk
-    if b.op == "all_reduce":
-        return sum(pattern(q, 0, b.out.numel(), modulus, dev) for q in range(world))
-    if b.op == "all_gather":
-        return torch.cat([pattern(q, 0, c, modulus, dev) for q in range(world)])
-    if b.op == "reduce_scatter":
-        return sum(pattern(q, rank * c, c, modulus, dev) for q in range(world))
-    if b.op == "broadcast":
-        return pattern(root, 0, b.out.numel(), modulus, dev)
-    if b.op == "all_to_all":
-        return torch.cat([pattern(q, rank * c, c, modulus, dev) for q in range(world)])
-    if b.op == "send_recv":
-        return pattern((rank - 1) % world, 0, b.out.numel(), modulus, dev)
-    raise ValueError(f"unknown collective {b.op!r}")
+def expected_output(b: OpBuffers, rank: int, world: int, root: int, modulus: int) -> torch.Tensor:
+    e = b.op.expected(b.shape, rank, world, root)
+    parts = [pattern(q, start, n, modulus, b.out.device) for q, start, n in e.pieces]
+    return sum(parts) if e.combine == "sum" else torch.cat(parts)
 
 
-def count_wrong(b: Buffers, rank: int, world: int, root: int, modulus: int) -> int:
+def count_wrong(b: OpBuffers, rank: int, world: int, root: int, modulus: int) -> int:
     """Elements of this rank's result that differ from what the op must produce."""
     got = b.out.to(torch.int64) if b.out.is_floating_point() else b.out.long()
     if b.out.is_floating_point():
@@ -160,13 +114,13 @@ def count_wrong(b: Buffers, rank: int, world: int, root: int, modulus: int) -> i
     return int((got != expected_output(b, rank, world, root, modulus)).sum().item())
 
 
-def corrupt_one_element(b: Buffers) -> None:
+def corrupt_one_element(b: OpBuffers) -> None:
     """What --corrupt-rank does: change the first element of the result by one (exactly, in any type)."""
     flat = b.out.view(-1)
     flat[0] = flat[0] - 1 if flat[0].item() > 0 else flat[0] + 1
 
 
-def check(fn: Callable[[], None], b: Buffers, ctx: DistContext, root: int, modulus: int, corrupt: bool) -> int:
+def check(fn: Callable[[], None], b: OpBuffers, ctx: DistContext, root: int, modulus: int, corrupt: bool) -> int:
     fill_check_inputs(b, ctx.rank, ctx.world_size, root, modulus)
     ctx.synchronize()
     dist.barrier()
@@ -227,9 +181,9 @@ def run(spec: CommSpec, ctx: DistContext, out: Path) -> list[dict]:
                 ctx.synchronize()
                 dist.barrier()
                 times = time_iterations(fn, spec.iters, ctx.device)
-                writer.writerows([op, b.nbytes, b.count, i, f"{t:.9g}"] for i, t in enumerate(times))
+                writer.writerows([op, b.nbytes, b.shape.count, i, f"{t:.9g}"] for i, t in enumerate(times))
                 wrong = check(fn, b, ctx, spec.root, modulus, corrupt=ctx.rank == spec.corrupt_rank)
-                checks.append({"op": op, "bytes": b.nbytes, "count": b.count, "wrong": wrong,
+                checks.append({"op": op, "bytes": b.nbytes, "count": b.shape.count, "wrong": wrong,
                                "checked": b.out.numel()})
                 progress.update(done, f"{op} {human_bytes(size)}")
                 del b, fn

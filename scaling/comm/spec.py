@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainscale.analysis.collectives import CHUNKED_OPS, OPS, REDUCING_OPS
+from trainscale.scaling.results.collectives import COLLECTIVES
 
 from trainscale.scaling.spec import BACKENDS, SpecError
 
@@ -60,8 +60,8 @@ class CommSpec:
         return DTYPES[self.dtype][1]
 
     def ops_for_world(self, world: int) -> list[str]:
-        """send_recv between distinct ranks needs two of them (gloo cannot send to itself)."""
-        return [op for op in self.ops if not (op == "send_recv" and world < 2)]
+        """The ops that this world size can run (send_recv between distinct ranks needs two)."""
+        return [op for op in self.ops if world >= COLLECTIVES.get(op).min_world]
 
     def sizes(self) -> list[int]:
         """-b, -b*f, -b*f^2 ... up to -e (nccl-tests' stepfactor)."""
@@ -80,22 +80,16 @@ def parse_size(text: str, flag: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
-# nccl-tests' binary names (all_reduce_perf, alltoall_perf, sendrecv_perf ...) work too.
-OP_ALIASES = {"allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter",
-              "alltoall": "all_to_all", "sendrecv": "send_recv"}
-
-
 def parse_ops(text: str) -> list[str]:
     names = [o.strip().lower().replace("-", "_") for o in str(text).split(",") if o.strip()]
-    names = [OP_ALIASES.get(n, n) for n in names]
     if names == ["all"]:
-        return list(OPS)
+        return COLLECTIVES.names()
     if not names:
         raise SpecError("--op is empty")
     for name in names:
-        if name not in OPS:
-            raise SpecError(f"unknown collective {name!r} for --op (known: {', '.join(OPS)}, all)")
-    return list(dict.fromkeys(names))
+        if name not in COLLECTIVES:
+            raise SpecError(f"unknown collective {name!r} for --op (known: {', '.join(COLLECTIVES.names())}, all)")
+    return list(dict.fromkeys(COLLECTIVES.get(n).name for n in names))
 
 
 def parse_dtype(text: str) -> str:
@@ -107,7 +101,7 @@ def parse_dtype(text: str) -> str:
 
 def pattern_modulus(op: str, dtype: str, world: int) -> int:
     """Check values are integers 0..M-1, so that sums over all ranks stay exact in the data type."""
-    if op not in REDUCING_OPS:
+    if not COLLECTIVES.get(op).reducing:
         return min(PATTERN_MAX, DTYPES[dtype][2])
     return min(PATTERN_MAX, DTYPES[dtype][2] // world + 1)
 
@@ -119,7 +113,7 @@ def validate(spec: CommSpec) -> None:
 
     need(bool(spec.ops), "no collective to run (--op)")
     for op in spec.ops:
-        need(op in OPS, f"unknown collective {op!r} (known: {', '.join(OPS)})")
+        need(op in COLLECTIVES, f"unknown collective {op!r} (known: {', '.join(COLLECTIVES.names())})")
     need(spec.dtype in DTYPES, f"unknown dtype {spec.dtype!r} (known: {', '.join(DTYPES)})")
     need(spec.min_bytes >= 1, f"-b (minimum bytes) must be at least 1, got {spec.min_bytes}")
     need(spec.max_bytes >= spec.min_bytes,
@@ -138,16 +132,16 @@ def validate(spec: CommSpec) -> None:
     need(0 <= spec.root < smallest, f"--root must be a rank of every world size (0..{smallest - 1}), got {spec.root}")
     need(spec.corrupt_rank == -1 or 0 <= spec.corrupt_rank < smallest,
          f"--corrupt-rank must be -1 (off) or a rank of every world size (0..{smallest - 1}), got {spec.corrupt_rank}")
-    if spec.ops == ["send_recv"]:
-        need(smallest >= 2, f"send_recv needs at least 2 processes, got --nproc {smallest}")
+    least = min(COLLECTIVES.get(op).min_world for op in spec.ops)
+    need(smallest >= least, f"{spec.ops[0]} needs at least {least} processes, got --nproc {smallest}")
     for op in spec.ops:
-        if op in REDUCING_OPS:
+        if COLLECTIVES.get(op).reducing:
             worst = max(spec.nproc)
             need(pattern_modulus(op, spec.dtype, worst) >= 2,
                  f"--dtype {spec.dtype} cannot hold an exact sum over {worst} ranks: the {op} check "
                  "would be meaningless (use a wider type)")
     for op in spec.ops:
-        if op in CHUNKED_OPS:
+        if COLLECTIVES.get(op).chunked:
             largest = max(spec.nproc) * spec.element_size
             need(spec.max_bytes >= largest,
                  f"{op} splits the message over the ranks: -e must be at least {largest} bytes "
