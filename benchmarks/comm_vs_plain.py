@@ -9,7 +9,7 @@ results from the raw files) and plain_allreduce.py under torchrun, alternated la
 Part 2, paired: both measurements alternated inside the same processes (paired_allreduce.py), so
 drift of a shared machine hits both alike. Prints every round and, per size, the median busbw of
 each and the ratio trainscale / plain (target: within 5%, i.e. 0.95-1.05). gloo figures are taken
-at 2 processes (FACTS.md: more processes oversubscribe a 2-core machine).
+at 2 processes (more processes oversubscribe a 2-core machine).
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def main() -> None:
     p.add_argument("--paired-rounds", type=int, default=10, help="rounds of part 2; 0 skips it")
     a = p.parse_args()
 
-    from trainscale.scaling.comm.runner import execute_comm, threads_per_rank
+    from trainscale.launchers.base import threads_per_rank
+    from trainscale.scaling.comm.runner import execute_comm
     from trainscale.scaling.comm.spec import CommSpec, parse_size, validate
 
     sizes = [parse_size(s, "--sizes") for s in a.sizes.split(",")]
@@ -45,7 +46,7 @@ def main() -> None:
         spec = CommSpec(ops=["all_reduce"], min_bytes=min(sizes), max_bytes=max(sizes), step_factor=2,
                         iters=a.iters, warmup_iters=a.warmup, nproc=[a.nproc], out=tmp)
         validate(spec)
-        threads = threads_per_rank(spec, a.nproc)
+        threads = threads_per_rank(spec.threads_per_rank, a.nproc)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         print(f"all_reduce float32, {a.nproc} gloo processes x {threads} threads, {a.iters} timed + {a.warmup} "
               f"warmup iterations per size, {a.rounds} alternated rounds")
@@ -60,7 +61,7 @@ def main() -> None:
 
             if r % 2:  # alternate which goes first, so drift of the machine does not favour one side
                 run_plain()
-            outcome = execute_comm(spec, show_progress=False)
+            outcome = execute_comm(spec)
             if not outcome.ok:
                 sys.exit(f"trainscale comm failed: {outcome.summary['reason']}")
             if not r % 2:

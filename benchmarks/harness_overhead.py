@@ -28,15 +28,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     a = p.parse_args()
 
-    from trainscale.launchers.local import threads_per_rank
+    from trainscale.launchers.base import threads_per_rank
     from trainscale.scaling.orchestration.runner import execute
-    from trainscale.scaling.spec import resolve
+    from trainscale.scaling.resolve import resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = resolve(flags={"nproc": a.nproc, "steps": a.steps, "warmup": a.warmup, "batch_size": a.batch_size,
                               "out": tmp},
                        sets=["model.width=0.25", "model.resolution=64", "model.num_classes=100"])
-        threads = threads_per_rank(spec)
+        threads = threads_per_rank(spec.threads_per_rank, spec.nproc)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         ours, plain = [], []
         print(f"ResNet-50 width 0.25, 64x64, batch {a.batch_size}/rank, {a.nproc} gloo processes x {threads} "

@@ -28,7 +28,7 @@ def main() -> None:
     a = p.parse_args()
 
     from trainscale.scaling.orchestration.runner import execute
-    from trainscale.scaling.spec import resolve
+    from trainscale.scaling.resolve import resolve
 
     sets = ["model.width=0.25", "model.resolution=64", "model.num_classes=100"]
     results: dict[str, dict[str, list[float]]] = {}

@@ -19,19 +19,44 @@ from trainscale.analysis.eventlog import all_of, mono_s, read_events
 from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
 from trainscale.analysis.recovery import checkpoint_figures, goodput, recovery_timelines, straggler
 from trainscale.analysis.reliability import daly_interval_s, young_interval_s
+from trainscale.faults.kinds import FAULT_KINDS
+from trainscale.launchers.registry import LAUNCHERS
+from trainscale.scaling.orchestration.runner import RunObserver, RunOutcome, execute
+from trainscale.scaling.spec import RunSpec, SpecError
 
 REPORT = "drill_report.md"
 TIMELINE_PNG = "timeline.png"
-ENGINES: dict[str, str] = {"local": "torchrun elastic agent (--max-restarts)", "torchrun": "torchrun elastic agent (--max-restarts)",
-           "ray": "Ray Train FailureConfig(max_failures)"}
 
 
-def drill_summary(run_dir: Path, spec: Any, mtbf_s: float, draw: dict | None = None) -> dict:
+def check_engine(spec: RunSpec, engine: str) -> None:
+    """SpecError when the drill's recovery engine cannot recover the run's fault (or runs no drills)."""
+    drilling = [launcher.name for launcher in LAUNCHERS if launcher.engine]
+    if not engine:
+        raise SpecError(f"drill recovers through a recovery engine: --launcher {', '.join(drilling)} or slurm "
+                        f"(Slurm's requeue), got {spec.launcher!r}")
+    kind = FAULT_KINDS.get(spec.fault.kind)
+    if engine not in kind.engines:
+        raise SpecError(f"drill --fault {kind.name} cannot be recovered by the {engine} engine "
+                        f"(it can by: {', '.join(kind.engines)})")
+    if spec.nodes > 1 and spec.launcher != "local":
+        raise SpecError(f"multi-node drills run on an emulated cluster (--launcher local), "
+                        f"got --launcher {spec.launcher!r}")
+
+
+def run(spec: RunSpec, engine_label: str, mtbf_s: float, draw: dict | None,
+        observer: RunObserver | None = None, run_dir: Path | None = None) -> tuple[RunOutcome, dict]:
+    """Run a drill's spec and record it: the run, then the drill's keys merged into its summary."""
+    outcome = execute(spec, run_dir, observer=observer, label=f"drill {spec.fault.kind} {spec.workload} "
+                                                             f"{spec.parallel} x{spec.nproc}")
+    return outcome, record(outcome.run_dir, drill_summary(outcome.run_dir, spec, engine_label, mtbf_s, draw))
+
+
+def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float, draw: dict | None = None) -> dict:
     run_dir = Path(run_dir)
     events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
     faults = all_of(events, schema.EVENT_FAULT)
     f = spec.fault
-    out: dict = {"drill": {"fault": f.kind, "engine": ENGINES.get(spec.launcher, spec.launcher),
+    out: dict = {"drill": {"fault": f.kind, "engine": engine_label,
                            "launcher": spec.launcher, "max_restarts": spec.launch.max_restarts, "rank": f.rank,
                            "node": f.node if f.kind == "kill-node" else None, "nodes": spec.nodes,
                            "at_step": f.at_step if f.at_time_s < 0 else None,
@@ -50,7 +75,7 @@ def drill_summary(run_dir: Path, spec: Any, mtbf_s: float, draw: dict | None = N
     out["intervals"] = {"mtbf_s": mtbf_s, "save_s": save_s,
                         "young_s": young_interval_s(save_s, mtbf_s) if save_s else None,
                         "daly_s": daly_interval_s(save_s, mtbf_s) if save_s else None}
-    if f.kind == "slow" and faults:
+    if FAULT_KINDS.get(f.kind).straggler and faults:
         out["straggler"] = {**straggler(run_dir, f.rank, int(faults[0]["metadata"]["step"])),
                             "slow_factor": f.slow_factor}
     if faults and "corrupted" in faults[0]["metadata"]:
@@ -88,7 +113,7 @@ def report_markdown(s: dict) -> str:
     if d.get("corrupted"):
         c = d["corrupted"]
         lines.append(f"- corrupted: `{c['file']}` of `{c['path']}` truncated {c['bytes_before']} -> {c['bytes_after']} bytes")
-    lines += ["", "## Recovery timeline (METHOD.md)", "",
+    lines += ["", "## Recovery timeline (docs/method.md \"Recovery time\")", "",
               "| fault step | resumed at | detection | restart | rendezvous | restore | lost work | other | total |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in s["recovery"]:

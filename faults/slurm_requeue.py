@@ -28,12 +28,18 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from trainscale.faults.drill import drill_summary, record
+from trainscale.scaling.orchestration.runner import RunObserver, RunOutcome, execute
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json, write_json_atomic
+from trainscale.scaling.spec import RunSpec, SpecError
 
 ATTEMPT_FILE = "slurm_attempt.json"  # in each attempt folder: the CLI's start and the requeue, mono_s
+ENGINE_NAME = "slurm"  # the recovery engine, as fault kinds name the engines that can recover them
 ENGINE = "Slurm requeue (--requeue, SLURM_RESTART_COUNT)"
 _ATTEMPT = re.compile(r"^job(\d+)-(\d+)$")
 _RANK_FILE = re.compile(r"^(rank\d{5})\.csv(\.partial)?$")
@@ -44,13 +50,68 @@ class NotInSlurmJob(Exception):
     pass
 
 
-def current_attempt() -> tuple[str, int]:
-    """(SLURM_JOB_ID, SLURM_RESTART_COUNT) of the job this process runs in."""
-    job = os.environ.get("SLURM_JOB_ID", "")
-    if not job.isdigit():
-        raise NotInSlurmJob("drill --launcher slurm runs inside an sbatch job submitted with --requeue "
-                            f"(SLURM_JOB_ID is {job!r})")
-    return job, int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+@dataclass
+class Attempt:
+    """This attempt of the drill job: its job id, restart count, and where it and the job write."""
+    job: str
+    restart: int
+    out: Path
+    started_mono_s: float  # when this attempt's trainscale process started (the requeue timeline)
+
+    @classmethod
+    def current(cls, out: str | Path, started_mono_s: float) -> Attempt:
+        """The attempt of the Slurm job this process runs in (SLURM_JOB_ID, SLURM_RESTART_COUNT)."""
+        job = os.environ.get("SLURM_JOB_ID", "")
+        if not job.isdigit():
+            raise NotInSlurmJob("drill --launcher slurm runs inside an sbatch job submitted with --requeue "
+                                f"(SLURM_JOB_ID is {job!r})")
+        return cls(job, int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0), Path(out), started_mono_s)
+
+    @property
+    def job_folder(self) -> Path:
+        return job_dir(self.out, self.job)
+
+    @property
+    def run_dir(self) -> Path:
+        return attempt_dir(self.out, self.job, self.restart)
+
+    def settings(self) -> dict:
+        """Run-spec settings of every attempt: no agent restarts; checkpoints and the fault marker shared."""
+        return {"launch": {"max_restarts": 0},
+                "checkpoint": {"dir": str(self.job_folder / schema.CHECKPOINTS_DIR)},
+                "fault": {"marker": str(self.job_folder / schema.FAULT_FIRED)}}
+
+
+@dataclass
+class AttemptResult:
+    outcome: RunOutcome
+    requeued: bool  # the attempt failed and put the job back in the queue
+    summary: dict | None = None  # the job's drill record, when this attempt ended the job
+
+
+def run_attempt(attempt: Attempt, spec: RunSpec, max_requeues: int, mtbf_s: float, draw: dict | None,
+                observer: RunObserver | None = None) -> AttemptResult:
+    """Run this attempt into OUT/job<ID>-<N>; a failed attempt requeues the job (up to max_requeues
+    times); the attempt that ends the job merges all attempts into OUT/job<ID> and writes the drill
+    record there."""
+    if attempt.run_dir.exists():
+        raise SpecError(f"results folder {attempt.run_dir} already exists: attempt {attempt.restart} of job "
+                        f"{attempt.job} ran")
+    attempt.job_folder.mkdir(parents=True, exist_ok=True)
+    label = f"drill {spec.fault.kind} {spec.workload} {spec.parallel} x{spec.nproc} (Slurm attempt {attempt.restart})"
+    outcome = execute(spec, attempt.run_dir, observer=observer, label=label)
+    if not outcome.ok and attempt.restart < max_requeues:
+        record_attempt(attempt.run_dir, attempt.job, attempt.restart, attempt.started_mono_s, time.monotonic())
+        requeue(attempt.job)
+        return AttemptResult(outcome, requeued=True)
+    record_attempt(attempt.run_dir, attempt.job, attempt.restart, attempt.started_mono_s, None)
+    attempts = attempt_dirs(attempt.out, attempt.job)
+    merge_attempts(attempts, attempt.job_folder)
+    drill = drill_summary(attempt.job_folder, spec, ENGINE, mtbf_s, draw)
+    drill["drill"].update(engine_facts(max_requeues, attempts))
+    for r, phases in zip(drill["recovery"], requeue_phases(attempts)):
+        r["slurm_requeue"] = phases  # restart_s split: to the requeue, Slurm's wait and start, torchrun's spawn
+    return AttemptResult(outcome, requeued=False, summary=record(attempt.job_folder, drill))
 
 
 def job_dir(out: Path, job: str) -> Path:
@@ -59,12 +120,6 @@ def job_dir(out: Path, job: str) -> Path:
 
 def attempt_dir(out: Path, job: str, restart_count: int) -> Path:
     return Path(out) / f"job{job}-{restart_count}"
-
-
-def attempt_sets(job_folder: Path) -> list[str]:
-    """--set items of every attempt: no agent restarts; checkpoints and the fault marker shared."""
-    return ["launch.max_restarts=0", f"checkpoint.dir={job_folder / schema.CHECKPOINTS_DIR}",
-            f"fault.marker={job_folder / schema.FAULT_FIRED}"]
 
 
 def attempt_dirs(out: Path, job: str) -> list[Path]:

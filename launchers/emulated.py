@@ -13,14 +13,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainscale.scaling.provenance import usable_cores
-from trainscale.scaling.spec import RunSpec, SpecError
+from typing import TYPE_CHECKING
 
 from trainscale.launchers import emulated_cluster as cluster
-
 from trainscale.launchers import namespaces as netns
-from trainscale.launchers.local import Agent, LaunchResult, ProgressCallback, run_agents
-from trainscale.launchers.torchrun import agent_command, agent_env
+from trainscale.launchers.base import (Agent, LaunchResult, ProgressCallback, agent_env, core_facts, run_agents,
+                                       threads_per_rank)
+from trainscale.launchers.torchrun import agent_command
+from trainscale.scaling.spec import SpecError
+
+if TYPE_CHECKING:
+    from trainscale.scaling.spec import RunSpec
 
 RDZV_PORT = 29400
 
@@ -29,7 +32,7 @@ def cluster_name(spec: RunSpec) -> str:
     return spec.launch.cluster or cluster.DEFAULT_NAME
 
 
-def preflight(spec: RunSpec) -> None:
+def validate(spec: RunSpec) -> None:
     name = cluster.check_name(cluster_name(spec))
     state = cluster.require(name, spec.nodes)
     netns.require_root_and_tools(f"--nodes {spec.nodes} on emulated cluster '{name}'")
@@ -37,10 +40,6 @@ def preflight(spec: RunSpec) -> None:
     if problems:
         raise SpecError(f"emulated cluster '{name}' is broken ({problems[0]}); "
                         f"trainscale cluster down --name {name}, then up again")
-
-
-def threads_per_rank(spec: RunSpec) -> int:
-    return spec.threads_per_rank or max(1, usable_cores() // (spec.nproc * spec.nodes))
 
 
 def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
@@ -52,12 +51,12 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
     # The agents are torchrun's multi-node path exactly: only the rendezvous comes from the cluster.
     multi = dataclasses.replace(spec, launch=dataclasses.replace(spec.launch, rdzv_endpoint=endpoint,
                                                                   run_id=run_id))
-    threads = threads_per_rank(spec)
+    threads = threads_per_rank(spec.threads_per_rank, spec.nproc * spec.nodes)  # the nodes share this machine
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=run_dir))
     agents = []
     for node in nodes:
         rank = node.index - 1
-        env = agent_env(multi, threads, tmp)
+        env = agent_env(threads, tmp, spec.launch.max_restarts)
         # gloo binds to the node's own interface (the shared hostname resolves to loopback).
         env.update(GLOO_SOCKET_IFNAME=node.interface, NCCL_SOCKET_IFNAME=node.interface)
         cmd = netns.enter_command(node.netns, node.hostname) + agent_command(multi, run_dir, rank, node.address)
@@ -72,9 +71,8 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     after = {n.index: netns.link_bytes(n.netns, n.interface) for n in nodes}
-    cores = usable_cores()
     result.facts = {
-        "threads_per_rank": threads, "cores": cores, "oversubscribed": threads * spec.nproc * spec.nodes > cores,
+        **core_facts(threads, spec.nproc * spec.nodes),
         "rdzv_endpoint": endpoint, "run_id": run_id,
         "emulated_cluster": {"name": state.name, "subnet": state.subnet, "bandwidth": state.bandwidth,
                              "bandwidth_bps": state.bandwidth_bps, "latency": state.latency,

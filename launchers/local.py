@@ -1,174 +1,24 @@
-"""Local launch: torchrun with the standalone rendezvous on this machine, one agent, N processes;
-with --nodes > 1, one agent per emulated node (see emulated.py).
+"""The local launcher: torchrun with the standalone rendezvous on this machine, one agent, N processes;
+with --nodes > 1 (or --cluster), one agent per node of an emulated cluster (launchers/emulated.py).
 
 Threads per rank default to the usable cores divided by the process count (at least 1); what was
 chosen, and whether the cores are oversubscribed, is recorded with the run.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
+from trainscale.launchers import emulated
+from trainscale.launchers.base import (LaunchResult, Launcher, ProgressCallback, agent_env, core_facts, run_agent,
+                                       threads_per_rank, worker_command)
 from trainscale.scaling.results import schema
-from trainscale.scaling.results.files import read_json
-from trainscale.scaling.provenance import usable_cores
-from trainscale.scaling.spec import RunSpec
 
-ProgressCallback = Callable[[dict], None]
-POLL_S = 0.25
-KILL_GRACE_S = 10.0
-
-
-@dataclass
-class LaunchResult:
-    ok: bool
-    reason: str | None
-    wall_s: float
-    failures: list[dict] = field(default_factory=list)
-    facts: dict = field(default_factory=dict)  # what the launcher decided (threads, commands ...)
-
-
-def threads_per_rank(spec: RunSpec) -> int:
-    return spec.threads_per_rank or max(1, usable_cores() // spec.nproc)
-
-
-def worker_command(run_dir: Path) -> list[str]:
-    return ["-m", "trainscale.scaling.runtime.worker", "--run-dir", str(run_dir)]
-
-
-def describe_failures(failures: list[dict]) -> str:
-    """One line naming the first failed rank and why (failures come sorted, cause first)."""
-    if not failures:
-        return "workers failed without a failure record"
-    f = failures[0]
-    where = f"rank {f['rank']} (local rank {f['local_rank']} on {f['host']})" if f["rank"] >= 0 else f["host"]
-    if f.get("signal"):
-        why = f"killed by {f['signal']}"
-    elif f.get("message") and not f["message"].startswith("To enable traceback"):
-        why = f"failed: {f['message'].splitlines()[-1]}"
-    else:
-        why = f"exited with code {f['exitcode']}"
-    more = f" ({len(failures) - 1} more rank(s) failed after it)" if len(failures) > 1 else ""
-    return f"{where} {why}{more}"
-
-
-# Errors a rank gets because a peer died first: consequences, listed after the cause.
-_PEER_LOSS = ("connection closed by peer", "connection reset by peer", "broken pipe", "connection refused",
-              "distnetworkerror", "socket timeout", "rendezvousclosederror")
-
-
-def is_peer_loss(failure: dict) -> bool:
-    return not failure.get("signal") and any(p in str(failure.get("message", "")).lower() for p in _PEER_LOSS)
-
-
-def order_failures(failures: list[dict]) -> list[dict]:
-    """Cause first: by time (whole seconds in torchrun's records), then ranks that died of their own
-    error or a signal before ranks whose collectives broke because a peer had gone."""
-    return sorted(failures, key=lambda f: (f.get("timestamp") or 0, is_peer_loss(f), f.get("agent_order", 0)))
-
-
-@dataclass
-class Agent:
-    """One torchrun agent process: its command line and where it reports."""
-    cmd: list[str]
-    env: dict[str, str]
-    failures_file: Path
-    log_name: str = "agent.log"
-    node: str = ""  # the node's name when there are several agents
-
-
-FAILED_AGENT_GRACE_S = 20.0  # after one agent fails, how long the others get to fail or finish on their own
-
-
-def run_agent(cmd: list[str], env: dict[str, str], run_dir: Path, timeout_s: float,
-              on_progress: ProgressCallback | None, log_name: str = "agent.log") -> LaunchResult:
-    """Start one agent process, follow rank 0's progress, enforce the timeout, read failures."""
-    return run_agents([Agent(cmd, env, run_dir / schema.FAILURES, log_name)], run_dir, timeout_s, on_progress)
-
-
-def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
-               on_progress: ProgressCallback | None) -> LaunchResult:
-    """Start agents (one per node), follow rank 0's progress, enforce the timeout; when one agent
-    fails, give the others FAILED_AGENT_GRACE_S, then kill them; merge every node's failure records."""
-    logs = run_dir / schema.LOGS_DIR
-    logs.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    procs: list[subprocess.Popen] = []
-    exit_order: list[int] = []
-    timed_out = False
-    first_failure_at: float | None = None
-    try:
-        for agent in agents:
-            with open(logs / agent.log_name, "w") as log:
-                procs.append(subprocess.Popen(agent.cmd, stdout=log, stderr=subprocess.STDOUT, env=agent.env,
-                                              start_new_session=True))
-        while True:
-            for i, proc in enumerate(procs):
-                if i not in exit_order and proc.poll() is not None:
-                    exit_order.append(i)
-                    if proc.returncode != 0 and first_failure_at is None:
-                        first_failure_at = time.monotonic()
-            if len(exit_order) == len(procs):
-                break
-            now = time.monotonic()
-            if now - t0 > timeout_s:
-                timed_out = True
-                break
-            if first_failure_at is not None and now - first_failure_at > FAILED_AGENT_GRACE_S:
-                break
-            if on_progress and (run_dir / schema.PROGRESS).exists():
-                try:
-                    on_progress(read_json(run_dir / schema.PROGRESS))
-                except (OSError, ValueError):
-                    pass
-            time.sleep(POLL_S)
-    finally:
-        _kill_groups([p for p in procs if p.poll() is None])
-    wall = time.monotonic() - t0
-    if timed_out:
-        return LaunchResult(False, f"timed out after {timeout_s:g} s (timeout_s); all processes killed", wall)
-    if all(p.returncode == 0 for p in procs):
-        return LaunchResult(True, None, wall)
-    failures = []
-    for order, i in enumerate(exit_order + [i for i in range(len(procs)) if i not in exit_order]):
-        f = agents[i].failures_file
-        if f.exists():
-            extra = {"node": agents[i].node} if agents[i].node else {}
-            failures += [{**rec, **extra, "agent_order": order} for rec in read_json(f)["failures"]]
-    failures = order_failures(failures)
-    if failures:
-        return LaunchResult(False, describe_failures(failures), wall, failures)
-    i = next((i for i in exit_order if procs[i].returncode != 0), exit_order[0] if exit_order else 0)
-    where = f" on {agents[i].node}" if len(agents) > 1 else ""
-    return LaunchResult(False, f"launcher{where} exited with code {procs[i].returncode} "
-                               f"(see logs/{agents[i].log_name})", wall)
-
-
-def _kill_groups(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM every agent's process group (torchrun then stops its workers), SIGKILL what is left."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        for proc in procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        procs = [p for p in procs if p.poll() is None]
-        if not procs:
-            return
+if TYPE_CHECKING:
+    from trainscale.scaling.spec import RunSpec
 
 
 def uses_cluster(spec: RunSpec) -> bool:
@@ -176,37 +26,29 @@ def uses_cluster(spec: RunSpec) -> bool:
     return spec.nodes > 1 or bool(spec.launch.cluster)
 
 
-def preflight(spec: RunSpec) -> None:
-    if uses_cluster(spec):
-        from trainscale.launchers import emulated
+class LocalLauncher(Launcher):
+    name = "local"
+    summary = "this machine (one torchrun agent); --nodes N: one agent per emulated node"
+    engine, engine_label = "torchrun", "torchrun elastic agent (--max-restarts)"
 
-        emulated.preflight(spec)
+    def validate(self, spec: RunSpec) -> None:
+        super().validate(spec)
+        if uses_cluster(spec):
+            emulated.validate(spec)
 
-
-def records_run(spec: RunSpec) -> bool:
-    return True
-
-
-def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
-    if uses_cluster(spec):
-        from trainscale.launchers import emulated
-
-        return emulated.launch(spec, run_dir, on_progress)
-    threads = threads_per_rank(spec)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=run_dir))  # torchrun leaves files in TMPDIR
-    # Restarted workers must not find the previous attempt's keys in the agent's store (FACTS.md,
-    # pytorch/pytorch#135712): without this, gloo restarts fail to connect or hang.
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1",
-           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-    cmd = [sys.executable, "-m", "trainscale.launchers.agent", "--failures", str(run_dir / schema.FAILURES),
-           "--events", str(run_dir / schema.AGENT_EVENTS), "--",
-           "--standalone", "--nnodes=1", f"--nproc-per-node={spec.nproc}",
-           f"--max-restarts={spec.launch.max_restarts}", *worker_command(run_dir)]
-    try:
-        result = run_agent(cmd, env, run_dir, spec.timeout_s, on_progress)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    cores = usable_cores()
-    result.facts = {"threads_per_rank": threads, "cores": cores,
-                    "oversubscribed": threads * spec.nproc > cores, "command": cmd}
-    return result
+    def launch(self, spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
+        if uses_cluster(spec):
+            return emulated.launch(spec, run_dir, on_progress)
+        threads = threads_per_rank(spec.threads_per_rank, spec.nproc)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=run_dir))  # torchrun leaves files in TMPDIR
+        cmd = [sys.executable, "-m", "trainscale.launchers.agent", "--failures", str(run_dir / schema.FAILURES),
+               "--events", str(run_dir / schema.AGENT_EVENTS), "--",
+               "--standalone", "--nnodes=1", f"--nproc-per-node={spec.nproc}",
+               f"--max-restarts={spec.launch.max_restarts}", *worker_command(run_dir)]
+        try:
+            result = run_agent(cmd, agent_env(threads, tmp, spec.launch.max_restarts), run_dir, spec.timeout_s,
+                               on_progress)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        result.facts = {**core_facts(threads, spec.nproc), "command": cmd}
+        return result

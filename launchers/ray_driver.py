@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from trainscale.launchers.ray_train import resources_per_worker
-    from trainscale.launchers.local import order_failures
+    from trainscale.launchers.base import order_failures
     from trainscale.scaling.spec import from_dict
     from trainscale.scaling.provenance import usable_cores
 

@@ -21,10 +21,13 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from trainscale.scaling.provenance import usable_cores
-from trainscale.scaling.spec import RunSpec, SpecError
+from typing import TYPE_CHECKING
 
-from trainscale.launchers.local import LaunchResult, ProgressCallback, run_agent
+from trainscale.launchers.base import LaunchResult, Launcher, ProgressCallback, core_facts, run_agent, threads_per_rank
+from trainscale.scaling.spec import SpecError
+
+if TYPE_CHECKING:
+    from trainscale.scaling.spec import RunSpec
 
 CONNECT_TIMEOUT_S = 3.0
 IDENTITY_DIR = ".ray-workers"  # where each Ray worker says where it runs (see ray_driver.py)
@@ -60,43 +63,39 @@ def check_reachable(address: str) -> None:
         raise SpecError(f"--ray-address {address} is unreachable ({why}); is the Ray head running there?") from None
 
 
-def preflight(spec: RunSpec) -> None:
-    if not ray_installed():
-        raise SpecError("--launcher ray needs Ray Train: pip install 'trainscale[ray]' (with -c constraints.txt)")
-    if spec.launch.ray_address:
-        check_reachable(spec.launch.ray_address)
+class RayLauncher(Launcher):
+    name = "ray"
+    summary = "Ray Train's TorchTrainer (a local Ray, or --ray-address)"
+    engine, engine_label = "ray", "Ray Train FailureConfig(max_failures)"
+    places_ranks_here = False  # Ray places its workers (and their GPUs)
 
+    def validate(self, spec: RunSpec) -> None:
+        super().validate(spec)
+        if not ray_installed():
+            raise SpecError("--launcher ray needs Ray Train: pip install 'trainscale[ray]' (with -c constraints.txt)")
+        if spec.launch.ray_address:
+            check_reachable(spec.launch.ray_address)
 
-def records_run(spec: RunSpec) -> bool:
-    return True
-
-
-def threads_per_rank(spec: RunSpec) -> int:
-    return spec.threads_per_rank or max(1, usable_cores() // spec.world_size)
-
-
-def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
-    threads = threads_per_rank(spec)
-    # Ray's session folder holds unix sockets (paths of at most 107 bytes): a short private folder.
-    session = Path(tempfile.mkdtemp(prefix="ts-ray-"))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 writes ~/.ray/auth_token otherwise
-    cmd = [sys.executable, "-m", "trainscale.launchers.ray_driver", "--run-dir", str(run_dir),
-           "--threads", str(threads), "--session-dir", str(session)]
-    try:
-        result = run_agent(cmd, env, run_dir, spec.timeout_s, on_progress, log_name="ray-driver.log")
-    finally:
-        leftovers = _stop_session_processes(session)
-        shutil.rmtree(session, ignore_errors=True)
-        shutil.rmtree(run_dir / IDENTITY_DIR, ignore_errors=True)  # read into failures.json already
-    cores = usable_cores()
-    result.facts = {"threads_per_rank": threads, "cores": cores,
-                    "oversubscribed": threads * spec.world_size > cores,
-                    "ray_address": spec.launch.ray_address or "local (started for this run)",
-                    "num_workers": spec.world_size, "use_gpu": spec.backend == "nccl",
-                    "resources_per_worker": resources_per_worker(spec, threads),
-                    "leftover_ray_processes_stopped": leftovers, "command": cmd}
-    return result
+    def launch(self, spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
+        threads = threads_per_rank(spec.threads_per_rank, spec.world_size)
+        # Ray's session folder holds unix sockets (paths of at most 107 bytes): a short private folder.
+        session = Path(tempfile.mkdtemp(prefix="ts-ray-"))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 writes ~/.ray/auth_token otherwise
+        cmd = [sys.executable, "-m", "trainscale.launchers.ray_driver", "--run-dir", str(run_dir),
+               "--threads", str(threads), "--session-dir", str(session)]
+        try:
+            result = run_agent(cmd, env, run_dir, spec.timeout_s, on_progress, log_name="ray-driver.log")
+        finally:
+            leftovers = _stop_session_processes(session)
+            shutil.rmtree(session, ignore_errors=True)
+            shutil.rmtree(run_dir / IDENTITY_DIR, ignore_errors=True)  # read into failures.json already
+        result.facts = {**core_facts(threads, spec.world_size),
+                        "ray_address": spec.launch.ray_address or "local (started for this run)",
+                        "num_workers": spec.world_size, "use_gpu": spec.backend == "nccl",
+                        "resources_per_worker": resources_per_worker(spec, threads),
+                        "leftover_ray_processes_stopped": leftovers, "command": cmd}
+        return result
 
 
 def resources_per_worker(spec: RunSpec, threads: int) -> dict[str, float]:

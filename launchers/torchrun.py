@@ -28,13 +28,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
+from trainscale.launchers.base import (Agent, LaunchResult, Launcher, ProgressCallback, agent_env, core_facts,
+                                       describe_failures, order_failures, run_agents, threads_per_rank, worker_command)
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
-from trainscale.scaling.provenance import usable_cores
-from trainscale.scaling.spec import RunSpec, SpecError
+from trainscale.scaling.spec import SpecError
 
-from trainscale.launchers.local import Agent, LaunchResult, ProgressCallback, describe_failures, order_failures, run_agents, \
-    worker_command
+if TYPE_CHECKING:
+    from trainscale.scaling.spec import RunSpec
 
 NODE_RANK_ENV = ("NODE_RANK", "SLURM_NODEID")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
@@ -71,7 +74,7 @@ def node_rank(spec: RunSpec) -> int | None:
     return 0 if spec.nodes == 1 else None
 
 
-def preflight(spec: RunSpec) -> None:
+def check_multi_node(spec: RunSpec) -> None:
     if spec.launch.max_restarts < 0:
         raise SpecError(f"--max-restarts must be 0 or more, got {spec.launch.max_restarts}")
     if spec.launch.run_id:
@@ -93,10 +96,6 @@ def preflight(spec: RunSpec) -> None:
                         f"or {' / '.join(NODE_RANK_ENV)} in the environment")
     if not 0 <= rank < spec.nodes:
         raise SpecError(f"node rank must be 0..{spec.nodes - 1} for --nodes {spec.nodes}, got {rank}")
-
-
-def records_run(spec: RunSpec) -> bool:
-    return node_rank(spec) == 0
 
 
 def failures_file(run_dir: Path, spec: RunSpec, rank: int) -> Path:
@@ -129,63 +128,62 @@ def agent_command(spec: RunSpec, run_dir: Path, rank: int, local_addr: str | Non
             "--", *torchrun_args(spec, run_dir, rank, local_addr)]
 
 
-def agent_env(spec: RunSpec, threads: int, tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
-    if spec.launch.max_restarts > 0:
-        # Restarted gloo ranks reuse the agent's store keys otherwise (pytorch/pytorch#135712).
-        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-    return env
+class TorchrunLauncher(Launcher):
+    name = "torchrun"
+    summary = "one torchrun agent per real node (run the same command on every node, with its node rank)"
 
+    def validate(self, spec: RunSpec) -> None:
+        super().validate(spec)
+        check_multi_node(spec)
 
-def threads_for(spec: RunSpec) -> int:
-    """OMP_NUM_THREADS from the environment (a Slurm script sets it), else cores / processes."""
-    given = os.environ.get("OMP_NUM_THREADS", "")
-    if not spec.threads_per_rank and given.isdigit() and int(given) > 0:
-        return int(given)
-    return spec.threads_per_rank or max(1, usable_cores() // spec.nproc)
+    def records_run(self, spec: RunSpec) -> bool:
+        return node_rank(spec) == 0
 
+    def run_dir_for(self, spec: RunSpec) -> Path | None:
+        return Path(spec.out) / spec.launch.run_id if spec.launch.run_id else None
 
-def run_dir_for(spec: RunSpec) -> Path | None:
-    return Path(spec.out) / spec.launch.run_id if spec.launch.run_id else None
+    def launch(self, spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
+        rank = node_rank(spec)
+        assert rank is not None  # validate() checked
+        threads = threads_per_rank(spec.threads_per_rank, spec.nproc, inherit_env=True)  # a batch script's OMP_NUM_THREADS
+        tmp = Path(tempfile.mkdtemp(prefix="trainscale-torchrun-"))  # node-local: torchrun leaves files in TMPDIR
+        cmd = agent_command(spec, run_dir, rank)
+        agent = Agent(cmd, agent_env(threads, tmp, spec.launch.max_restarts), failures_file(run_dir, spec, rank),
+                      log_name="agent.log" if spec.nodes == 1 else f"agent-node{rank}.log", node=f"node{rank}")
 
+        def stop(signum, _frame):
+            raise StopSignal(signum)
 
-def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
-    rank = node_rank(spec)
-    assert rank is not None  # preflight checked
-    threads = threads_for(spec)
-    tmp = Path(tempfile.mkdtemp(prefix="trainscale-torchrun-"))  # node-local: torchrun leaves files in TMPDIR
-    cmd = agent_command(spec, run_dir, rank)
-    agent = Agent(cmd, agent_env(spec, threads, tmp), failures_file(run_dir, spec, rank),
-                  log_name="agent.log" if spec.nodes == 1 else f"agent-node{rank}.log", node=f"node{rank}")
+        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+        stopped_by = None
+        try:
+            result = run_agents([agent], run_dir, spec.timeout_s, on_progress if rank == 0 else None)
+        except StopSignal as e:  # run_agents has stopped the agent's process group on the way out
+            stopped_by = e.name
+            result = LaunchResult(False, None, 0.0)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            shutil.rmtree(tmp, ignore_errors=True)
+        if rank == 0 and spec.nodes > 1 and not result.ok:
+            result.failures = _all_nodes_failures(run_dir, spec)
+            if result.failures:
+                result.reason = describe_failures(result.failures)
+        if stopped_by:
+            result.reason = (f"stopped by {stopped_by} on node {rank} "
+                             + ("(Slurm's warning before the time limit, or a preemption notice)"
+                                if stopped_by == "SIGUSR2" else "(asked to terminate)"))
+        result.facts = {"node_rank": rank, "nodes": spec.nodes, "rdzv_endpoint": spec.launch.rdzv_endpoint or None,
+                        "run_id": spec.launch.run_id or None, "max_restarts": spec.launch.max_restarts,
+                        **core_facts(threads, spec.nproc), "stopped_by": stopped_by, "command": cmd}
+        return result
 
-    def stop(signum, _frame):
-        raise StopSignal(signum)
-
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    stopped_by = None
-    try:
-        result = run_agents([agent], run_dir, spec.timeout_s, on_progress if rank == 0 else None)
-    except StopSignal as e:  # run_agents has stopped the agent's process group on the way out
-        stopped_by = e.name
-        result = LaunchResult(False, None, 0.0)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        shutil.rmtree(tmp, ignore_errors=True)
-    if rank == 0 and spec.nodes > 1 and not result.ok:
-        result.failures = _all_nodes_failures(run_dir, spec)
-        if result.failures:
-            result.reason = describe_failures(result.failures)
-    if stopped_by:
-        result.reason = (f"stopped by {stopped_by} on node {rank} "
-                         + ("(Slurm's warning before the time limit, or a preemption notice)"
-                            if stopped_by == "SIGUSR2" else "(asked to terminate)"))
-    cores = usable_cores()
-    result.facts = {"node_rank": rank, "nodes": spec.nodes, "rdzv_endpoint": spec.launch.rdzv_endpoint or None,
-                    "run_id": spec.launch.run_id or None, "max_restarts": spec.launch.max_restarts,
-                    "threads_per_rank": threads, "cores": cores, "oversubscribed": threads * spec.nproc > cores,
-                    "stopped_by": stopped_by, "command": cmd}
-    return result
+    def after_record(self, spec: RunSpec, run_dir: Path, summary: dict) -> None:
+        """Inside a Slurm job, a run stopped by SIGUSR2 is requeued once its record is written."""
+        job = os.environ.get("SLURM_JOB_ID", "")
+        if (summary.get("launch", {}).get("stopped_by") == "SIGUSR2" and job.isdigit()
+                and shutil.which("scontrol") and self.records_run(spec)):
+            subprocess.run(["scontrol", "requeue", job], timeout=30, check=False)
 
 
 def _all_nodes_failures(run_dir: Path, spec: RunSpec) -> list[dict]:
@@ -197,14 +195,6 @@ def _all_nodes_failures(run_dir: Path, spec: RunSpec) -> list[dict]:
     return order_failures(failures)
 
 
-def after_record(spec: RunSpec, run_dir: Path, summary: dict) -> None:
-    """Inside a Slurm job, a run stopped by SIGUSR2 is requeued once its record is written."""
-    job = os.environ.get("SLURM_JOB_ID", "")
-    if (summary.get("launch", {}).get("stopped_by") == "SIGUSR2" and job.isdigit()
-            and shutil.which("scontrol") and records_run(spec)):
-        subprocess.run(["scontrol", "requeue", job], timeout=30, check=False)
-
-
 def dry_run(spec: RunSpec, argv: list[str]) -> str:
     """What to run on each node: the trainscale command (argv with --node-rank set), and the torchrun
     command it starts there. --local-addr is per node, so it is left for the user to add."""
@@ -212,7 +202,7 @@ def dry_run(spec: RunSpec, argv: list[str]) -> str:
 
     base = _without_flags(argv, {"--dry-run": 0, "--node-rank": 1, "--local-addr": 1})
     spec = dataclasses.replace(spec, launch=dataclasses.replace(spec.launch, local_addr=""))
-    run_dir = run_dir_for(spec) or Path(spec.out) / "RUN_ID"
+    run_dir = TorchrunLauncher().run_dir_for(spec) or Path(spec.out) / "RUN_ID"
     where = (f"c10d rendezvous at {spec.launch.rdzv_endpoint} (node rank 0 hosts it)"
              if spec.launch.rdzv_endpoint else "standalone rendezvous")
     lines = [f"# {spec.nodes} node(s) x {spec.nproc} process(es) = world size {spec.world_size}; {where}; "

@@ -1,11 +1,12 @@
-"""The run spec: what one benchmark run is, resolved from defaults, a TOML config file, command-line
-flags and ``--set key=value`` overrides (in that order of precedence, lowest first), and validated
-before any process starts. Every problem is a SpecError whose message names the bad value.
+"""The run spec: what one benchmark run is, as dataclasses (the run's config.json), each section with
+the checks of its own fields, and how a spec is built from layered dictionaries (a TOML config file,
+command-line flags, ``--set key=value``) with every value typed against the schema. Resolving a spec
+and asking the components (workload, strategy, launcher, fault kind) whether it suits them is
+scaling/resolve.py. Every problem is a SpecError whose message names the bad value.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 import types
 import typing
@@ -13,18 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainscale.workloads import registry as workload_registry
-from trainscale.workloads.data import DATA_KINDS, DataConfig
-
-from trainscale.scaling.strategies.mesh import Degrees, MeshConfig, PipelineConfig, resolve_degrees
+from trainscale.scaling.strategies.mesh import Degrees, MeshConfig, PipelineConfig
+from trainscale.workloads.data import DataConfig
 
 BACKENDS = ("gloo", "nccl")
-LAUNCHERS = ("local", "torchrun", "ray")
 OPTIMIZERS = ("sgd", "adamw")
+# fp32 | tf32 (CUDA tensor cores) | bf16, fp16 (autocast; fp16 with a gradient scaler): runtime/precision.py
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+AUTOCAST_PRECISIONS = ("bf16", "fp16")
 
 
 class SpecError(ValueError):
     """Bad user input; the message is shown as it is, on one line."""
+
+
+def need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise SpecError(msg)
 
 
 @dataclass
@@ -33,6 +39,10 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
+
+    def check(self) -> None:
+        need(self.name in OPTIMIZERS, f"unknown optimizer {self.name!r} (known: {', '.join(OPTIMIZERS)})")
+        need(self.lr > 0, f"optim.lr must be positive, got {self.lr}")
 
 
 @dataclass
@@ -47,6 +57,11 @@ class FaultConfig:
     at_time_s: float = -1.0  # >= 0: fire at the first step that starts this many seconds after run_start
     detect_timeout_s: float = 0.0  # > 0: collective timeout of the process group (how a hang is detected)
     marker: str = ""  # the fault-fired marker file; "" = RUN_DIR/fault_fired.json (Slurm drills share one per job)
+
+    def check(self) -> None:
+        """The fields every fault has; the kind checks the rest (faults/kinds.py)."""
+        need(self.detect_timeout_s >= 0, f"fault.detect_timeout_s must be 0 (default) or more, got "
+                                         f"{self.detect_timeout_s}")
 
 
 @dataclass
@@ -63,6 +78,14 @@ class CheckpointConfig:
     def enabled(self) -> bool:
         return self.every_steps > 0 or self.every_s > 0
 
+    def check(self, is_tta: bool) -> None:
+        need(self.every_steps >= 0, f"checkpoint.every_steps must be 0 (off) or more, got {self.every_steps}")
+        need(self.every_s >= 0, f"checkpoint.every_s must be 0 (off) or more, got {self.every_s}")
+        need(self.keep >= 1, f"checkpoint.keep must be at least 1, got {self.keep}")
+        if self.enabled:
+            need(not is_tta, "checkpoint.every_steps/every_s: checkpointing runs in throughput runs only "
+                             "(use --target-accuracy none)")
+
 
 @dataclass
 class EvalConfig:
@@ -71,6 +94,12 @@ class EvalConfig:
     every_steps: int = 0  # ... or, when > 0, after every this many steps instead
     max_epochs: int = 50  # a run still below the target after this many epochs stops INVALID
     batch_size: int = 0  # per-rank evaluation batch; 0: the training batch size
+
+    def check(self) -> None:
+        need(self.every_epochs >= 1, f"eval.every_epochs must be at least 1, got {self.every_epochs}")
+        need(self.every_steps >= 0, f"eval.every_steps must be 0 (per epoch) or more, got {self.every_steps}")
+        need(self.max_epochs >= 1, f"eval.max_epochs must be at least 1, got {self.max_epochs}")
+        need(self.batch_size >= 0, f"eval.batch_size must be 0 (training batch) or more, got {self.batch_size}")
 
 
 @dataclass
@@ -84,21 +113,32 @@ class LaunchConfig:
     max_restarts: int = 0  # torchrun --max-restarts
     ray_address: str = ""  # ray: cluster to connect to ("" starts a local Ray for the run)
 
+    def check(self) -> None:
+        need(self.max_restarts >= 0, f"launch.max_restarts must be 0 or more, got {self.max_restarts}")
+
 
 @dataclass
 class CommConfig:
-    """Gradient communication inside training (METHOD.md "All-reduce overhead inside training")."""
+    """Gradient communication inside training (docs/method.md "All-reduce overhead inside training")."""
     measure: bool = True  # time every gradient collective (strategies with a comm timer, e.g. ddp)
     no_sync_steps: int = -1  # compute-only steps after the measured window; -1 auto, 0 off
     delay_ms: float = 0.0  # testing: each gradient collective completes this much later (a slower link)
 
+    def check(self) -> None:
+        need(self.no_sync_steps >= -1,
+             f"comm.no_sync_steps must be -1 (auto), 0 (off) or more, got {self.no_sync_steps}")
+        need(self.delay_ms >= 0, f"comm.delay_ms must be 0 or more, got {self.delay_ms}")
+
 
 @dataclass
 class TelemetryConfig:
-    """GPU telemetry through NVML (scaling/telemetry.py): local rank 0 of each node samples its node's
+    """GPU telemetry through NVML (runtime/telemetry.py): local rank 0 of each node samples its node's
     GPUs that the run uses; CPU runs record "no GPU telemetry" with the reason."""
     enabled: bool = True
     interval_s: float = 0.1  # seconds between samples (the energy counter is read at the window edges)
+
+    def check(self) -> None:
+        need(self.interval_s >= 0.01, f"telemetry.interval_s must be at least 0.01, got {self.interval_s}")
 
 
 @dataclass
@@ -116,7 +156,7 @@ class RunSpec:
     target_accuracy: float | None = None  # set: a time-to-accuracy run (None: throughput run)
     timeout_s: float = 1800.0  # the whole launch is killed and marked failed after this
     threads_per_rank: int = 0  # 0: the node's cores divided by nproc (at least 1)
-    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 (scaling/precision.py)
+    precision: str = "fp32"  # one of PRECISIONS
     compile: bool = False  # torch.compile the wrapped model's forward (ddp, fsdp, tp)
     out: str = "results"
     model: dict[str, Any] = field(default_factory=dict)  # the workload's own knobs
@@ -143,7 +183,9 @@ class RunSpec:
     @property
     def degrees(self) -> Degrees:
         """The strategy's dp x tp x pp degrees at this world size (ValueError if they do not fit)."""
-        return resolve_degrees(self.parallel, self.world_size, self.mesh)
+        from trainscale.scaling.strategies.registry import STRATEGIES
+
+        return STRATEGIES.get(self.parallel).degrees(self.world_size, self.mesh)
 
     @property
     def global_batch(self) -> int:
@@ -155,7 +197,47 @@ class RunSpec:
 
     def model_config(self) -> Any:
         """The workload's model config dataclass, built from the (already resolved) model table."""
-        return workload_registry.get(self.workload).config_cls(**self.model)
+        from trainscale.workloads.registry import WORKLOADS
+
+        return WORKLOADS.get(self.workload).config_cls(**self.model)
+
+    def check(self) -> None:
+        """The spec's own fields and sections; the components check the rest (scaling/resolve.py)."""
+        need(self.backend in BACKENDS, f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        need(self.nproc >= 1, f"nproc must be at least 1, got {self.nproc}")
+        need(self.nodes >= 1, f"nodes must be at least 1, got {self.nodes}")
+        need(self.steps >= 1, f"steps must be at least 1, got {self.steps}")
+        need(self.warmup >= 0, f"warmup must be 0 or more, got {self.warmup}")
+        if not self.is_tta:
+            need(self.steps > self.warmup,
+                 f"steps ({self.steps}) must be greater than warmup ({self.warmup}): nothing would be measured")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        need(self.timeout_s > 0, f"timeout_s must be positive, got {self.timeout_s}")
+        need(self.threads_per_rank >= 0, f"threads_per_rank must be 0 (auto) or more, got {self.threads_per_rank}")
+        need(self.precision in PRECISIONS, f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
+        if self.precision == "tf32":
+            need(self.backend == "nccl", f"precision 'tf32' is a GPU tensor-core format: it needs --backend nccl "
+                                         f"(backend {self.backend!r} runs on CPUs, where it would be plain fp32)")
+        if self.precision == "fp16":
+            need(self.backend == "nccl", f"precision 'fp16' (autocast with a gradient scaler) needs --backend nccl: "
+                                         f"backend {self.backend!r} runs on CPUs (use precision bf16 or fp32 there)")
+        if self.is_tta:
+            need(0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+            need(self.data.kind != "synthetic",
+                 "target_accuracy needs real data: synthetic labels are random (data.kind is 'synthetic'; "
+                 "use --target-accuracy none for a throughput run)")
+            self.eval.check()
+        self.optim.check()
+        try:
+            self.data.check()
+            self.pipeline.check()
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+        self.fault.check()
+        self.launch.check()
+        self.checkpoint.check(self.is_tta)
+        self.comm.check()
+        self.telemetry.check()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,137 +347,6 @@ def build_dataclass(cls: type, values: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def resolve(
-    config_file: str | Path | None = None,
-    flags: dict[str, Any] | None = None,
-    sets: list[str] | None = None,
-) -> RunSpec:
-    """Defaults < workload's defaults < config file < flags < --set; then validate."""
-    raw: dict[str, Any] = {}
-    if config_file:
-        raw = load_config_file(config_file)
-    raw = deep_merge(raw, {k: v for k, v in (flags or {}).items() if v is not None})
-    raw = deep_merge(raw, parse_set(sets or []))
-    workload_name = str(raw.get("workload", RunSpec.workload))
-    if workload_name not in workload_registry.WORKLOADS:
-        raise SpecError(f"unknown workload {workload_name!r} (known: {', '.join(workload_registry.names())})")
-    workload = workload_registry.get(workload_name)
-    raw = deep_merge(workload_registry.spec_defaults(workload, raw), raw)
-    spec = build_dataclass(RunSpec, raw)
-    # The model table is typed against the workload's own config and stored fully resolved.
-    model_cfg = build_dataclass(workload.config_cls, spec.model, "model")
-    spec.model = dataclasses.asdict(model_cfg)
-    validate(spec)
-    return spec
-
-
 def from_dict(d: dict[str, Any]) -> RunSpec:
     """A spec from its own to_dict() (e.g. a run folder's config.json)."""
     return build_dataclass(RunSpec, d)
-
-
-def validate(spec: RunSpec) -> None:
-    from trainscale.faults.inject import FAULT_KINDS
-    from trainscale.scaling.strategies.base import STRATEGIES
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise SpecError(msg)
-
-    need(spec.workload in workload_registry.WORKLOADS,
-         f"unknown workload {spec.workload!r} (known: {', '.join(workload_registry.names())})")
-    need(spec.parallel in STRATEGIES, f"unknown parallel strategy {spec.parallel!r} (known: {', '.join(STRATEGIES)})")
-    need(spec.launcher in LAUNCHERS, f"unknown launcher {spec.launcher!r} (known: {', '.join(LAUNCHERS)})")
-    need(spec.backend in BACKENDS, f"unknown backend {spec.backend!r} (known: {', '.join(BACKENDS)})")
-    need(spec.nproc >= 1, f"nproc must be at least 1, got {spec.nproc}")
-    need(spec.nodes >= 1, f"nodes must be at least 1, got {spec.nodes}")
-    need(spec.steps >= 1, f"steps must be at least 1, got {spec.steps}")
-    need(spec.warmup >= 0, f"warmup must be 0 or more, got {spec.warmup}")
-    if not spec.is_tta:
-        need(spec.steps > spec.warmup,
-             f"steps ({spec.steps}) must be greater than warmup ({spec.warmup}): nothing would be measured")
-    need(spec.batch_size >= 1, f"batch_size must be at least 1, got {spec.batch_size}")
-    need(spec.timeout_s > 0, f"timeout_s must be positive, got {spec.timeout_s}")
-    need(spec.threads_per_rank >= 0, f"threads_per_rank must be 0 (auto) or more, got {spec.threads_per_rank}")
-    if spec.is_tta:
-        need(0 < spec.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {spec.target_accuracy}")
-        need(spec.data.kind != "synthetic",
-             "target_accuracy needs real data: synthetic labels are random (data.kind is 'synthetic'; "
-             "use --target-accuracy none for a throughput run)")
-        need(spec.eval.every_epochs >= 1, f"eval.every_epochs must be at least 1, got {spec.eval.every_epochs}")
-        need(spec.eval.every_steps >= 0, f"eval.every_steps must be 0 (per epoch) or more, got {spec.eval.every_steps}")
-        need(spec.eval.max_epochs >= 1, f"eval.max_epochs must be at least 1, got {spec.eval.max_epochs}")
-        need(spec.eval.batch_size >= 0, f"eval.batch_size must be 0 (training batch) or more, got {spec.eval.batch_size}")
-    need(spec.optim.name in OPTIMIZERS, f"unknown optimizer {spec.optim.name!r} (known: {', '.join(OPTIMIZERS)})")
-    need(spec.optim.lr > 0, f"optim.lr must be positive, got {spec.optim.lr}")
-    need(spec.data.kind in DATA_KINDS, f"unknown data.kind {spec.data.kind!r} (known: {', '.join(DATA_KINDS)})")
-    need(spec.data.loader_workers >= 0, f"data.loader_workers must be 0 or more, got {spec.data.loader_workers}")
-    need(spec.data.synthetic_size >= 0, f"data.synthetic_size must be 0 (auto) or more, got {spec.data.synthetic_size}")
-    if spec.data.kind == "real":
-        need(bool(spec.data.path), "data.kind is 'real' but data.path is empty")
-        need(os.path.exists(spec.data.path), f"data.path does not exist: {spec.data.path}")
-    need(spec.fault.kind in FAULT_KINDS, f"unknown fault.kind {spec.fault.kind!r} (known: {', '.join(FAULT_KINDS)})")
-    if spec.fault.kind != "none":
-        need(0 <= spec.fault.rank < spec.world_size,
-             f"fault.rank must be a rank of the run (0..{spec.world_size - 1}), got {spec.fault.rank}")
-        if spec.is_tta:
-            need(spec.fault.at_step >= 0, f"fault.at_step must be 0 or more, got {spec.fault.at_step}")
-        else:
-            need(0 <= spec.fault.at_step < spec.steps,
-                 f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {spec.fault.at_step}")
-    need(spec.fault.detect_timeout_s >= 0, f"fault.detect_timeout_s must be 0 (default) or more, got "
-                                           f"{spec.fault.detect_timeout_s}")
-    need(spec.launch.max_restarts >= 0, f"launch.max_restarts must be 0 or more, got {spec.launch.max_restarts}")
-    _validate_checkpoint(spec, need)
-    if spec.fault.kind == "partition":
-        need(spec.nodes > 1, f"fault.kind 'partition' cuts a node's link: it needs an emulated cluster (--nodes > 1), "
-                             f"got --nodes {spec.nodes}")
-        need(spec.fault.partition_s > 0, f"fault.partition_s must be positive, got {spec.fault.partition_s}")
-    if spec.fault.kind == "kill-node":
-        need(0 <= spec.fault.node < spec.nodes, f"fault.node must be a node of the run (0..{spec.nodes - 1}), "
-                                                f"got {spec.fault.node}")
-    if spec.fault.kind == "slow":
-        need(spec.fault.slow_factor >= 1, f"fault.slow_factor must be at least 1, got {spec.fault.slow_factor}")
-    need(spec.comm.no_sync_steps >= -1,
-         f"comm.no_sync_steps must be -1 (auto), 0 (off) or more, got {spec.comm.no_sync_steps}")
-    need(spec.comm.delay_ms >= 0, f"comm.delay_ms must be 0 or more, got {spec.comm.delay_ms}")
-    if spec.backend == "nccl":
-        from trainscale.scaling.runtime.distributed import check_gpus_for
-
-        check_gpus_for(spec)
-    need(spec.telemetry.interval_s >= 0.01, f"telemetry.interval_s must be at least 0.01, got {spec.telemetry.interval_s}")
-    from trainscale.scaling.runtime.precision import check_options
-
-    check_options(spec)
-    workload = workload_registry.get(spec.workload)
-    try:
-        workload.validate(spec.model_config())
-        if hasattr(workload, "validate_run"):  # checks that need the whole spec (data, target)
-            workload.validate_run(spec)
-        if hasattr(workload, "validate_data"):
-            workload.validate_data(spec.model_config(), spec.data)
-    except ValueError as e:
-        raise SpecError(str(e)) from None
-    from trainscale.launchers.registry import preflight
-    from trainscale.scaling.strategies.checks import check_parallel
-
-    check_parallel(spec)
-    preflight(spec)
-
-
-CHECKPOINT_STRATEGIES = ("ddp", "fsdp")
-
-
-def _validate_checkpoint(spec: RunSpec, need) -> None:
-    c = spec.checkpoint
-    need(c.every_steps >= 0, f"checkpoint.every_steps must be 0 (off) or more, got {c.every_steps}")
-    need(c.every_s >= 0, f"checkpoint.every_s must be 0 (off) or more, got {c.every_s}")
-    need(c.keep >= 1, f"checkpoint.keep must be at least 1, got {c.keep}")
-    if c.enabled:
-        need(not spec.is_tta, "checkpoint.every_steps/every_s: checkpointing runs in throughput runs only "
-                              "(use --target-accuracy none)")
-        need(spec.parallel in CHECKPOINT_STRATEGIES, f"checkpointing supports --parallel "
-                                                     f"{', '.join(CHECKPOINT_STRATEGIES)}, got {spec.parallel!r}")
-    if spec.fault.kind == "ckpt-corrupt":
-        need(c.enabled, "fault.kind 'ckpt-corrupt' needs checkpoints (checkpoint.every_steps or checkpoint.every_s)")
-        need(c.keep >= 2, f"fault.kind 'ckpt-corrupt' needs checkpoint.keep >= 2 to fall back, got {c.keep}")

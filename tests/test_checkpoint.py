@@ -183,7 +183,7 @@ def test_fault_plan_fires_once_at_step_or_time(monkeypatch):
     inj = FaultInjector(fault, rank=1, run_start=0.0)
     for step in range(3):
         inj.before_step(step)
-        assert inj.slow_down(step, 0.0) == 0.0
+        assert inj.after_compute(step, lambda: 0.0) == 0.0
     inj.before_step(3)
     assert inj.slow_from == 3 and not inj.armed
     assert FaultInjector(fault, rank=0, run_start=0.0).armed is False  # another rank
@@ -211,7 +211,7 @@ def test_time_based_saves_are_decided_by_rank0_clock(group, tmp_path):
     spec.checkpoint.every_s = 3600.0
     model, opt, _sched = make(0)
     events = EventLog(tmp_path / "events.log")
-    saver = RunCheckpoints(spec, SimpleNamespace(model=model, optimizer=opt), tmp_path, events)
+    saver = RunCheckpoints(spec, SimpleNamespace(model=model, optimizer=opt, scheduler=None), tmp_path, events)
     recorder = SampleRecorder(tmp_path, 0)
     saver.after_step(1, {"step": 1}, recorder)
     assert saver.ckpt.saves == []  # an hour has not passed

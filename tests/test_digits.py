@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainscale.scaling.spec import SpecError, resolve
+from trainscale.scaling.resolve import resolve
+from trainscale.scaling.spec import SpecError
 from trainscale.workloads.data import EvalShard
 from trainscale.workloads.digits import (DIGITS_CSV, DigitsCNN, DigitsSource, DigitsSplit, load_arrays,
                                          split_indices)

@@ -190,20 +190,20 @@ def test_bad_drill_input_is_one_line_exit_2(cli, tmp_path, args, message):
 
 
 def test_random_fault_is_drawn_from_the_seed():
+    from trainscale.scaling.cli.drill import drill_plan
     from trainscale.scaling.cli.main import build_parser
-    from trainscale.scaling.cli.common import UsageError
-    from trainscale.scaling.cli.drill import drill_sets
+    from trainscale.scaling.spec import SpecError
 
     args = build_parser().parse_args(["drill", "--fault", "kill-rank", "--random", "--seed", "7", "--mtbf-s", "30"])
-    sets_a, draw_a = drill_sets(args, 4, 20)
-    sets_b, draw_b = drill_sets(args, 4, 20)
+    settings_a, draw_a = drill_plan(args).settings(4, 1, 20)
+    settings_b, draw_b = drill_plan(args).settings(4, 1, 20)
     assert draw_a == draw_b and 0 <= draw_a["rank"] < 4 and draw_a["at_time_s"] > 0
-    assert f"fault.at_time_s={draw_a['at_time_s']}" in sets_a
+    assert settings_a["fault"]["at_time_s"] == draw_a["at_time_s"] and settings_a["fault"]["rank"] == draw_a["rank"]
     args.seed = 8
-    assert drill_sets(args, 4, 20)[1] != draw_a
+    assert drill_plan(args).settings(4, 1, 20)[1] != draw_a
     args.mtbf_s = 0.0
-    with pytest.raises(UsageError, match="--mtbf-s must be positive, got 0"):
-        drill_sets(args, 4, 20)
+    with pytest.raises(SpecError, match="--mtbf-s must be positive, got 0"):
+        drill_plan(args).settings(4, 1, 20)
 
 
 @pytest.fixture(scope="module")

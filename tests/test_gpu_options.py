@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from trainscale.scaling.runtime.precision import StepOptions
-from trainscale.scaling.spec import SpecError, resolve
+from trainscale.scaling.resolve import resolve
+from trainscale.scaling.spec import SpecError
 from trainscale.workloads.resnet import ResNet50
 
 from .conftest import TINY_RESNET, read_json, run_cli

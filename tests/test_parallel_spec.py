@@ -11,7 +11,9 @@ import pytest
 from trainscale.analysis.mfu import mfu, peak_flops
 from trainscale.analysis.parallel import theoretical_bubble, wire_bytes
 from trainscale.scaling.strategies.mesh import Degrees, Layout, MeshConfig, resolve_degrees
-from trainscale.scaling.spec import SpecError, resolve
+from trainscale.scaling.strategies.registry import STRATEGIES
+from trainscale.scaling.resolve import resolve
+from trainscale.scaling.spec import SpecError
 from trainscale.scaling.orchestration.sweep import plan
 
 GPT = {"workload": "gpt"}
@@ -28,7 +30,7 @@ TINY = ["model.preset=tiny", "model.tie_embeddings=false"]
     ("pp", 4, MeshConfig(dp=2, pp=2), Degrees(2, 1, 2)),
 ])
 def test_degrees_follow_from_world_size(parallel, world, mesh, expected):
-    assert resolve_degrees(parallel, world, mesh) == expected
+    assert resolve_degrees(STRATEGIES.get(parallel).dims, parallel, world, mesh) == expected
 
 
 def test_rank_layout_matches_device_mesh_order():

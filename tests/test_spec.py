@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from trainscale.scaling.spec import SpecError, parse_set, resolve
+from trainscale.scaling.resolve import resolve
+from trainscale.scaling.spec import SpecError, parse_set
 
 
 def test_defaults_resolve_with_the_workload_model_table():

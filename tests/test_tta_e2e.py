@@ -128,7 +128,7 @@ def _interleaved_runs(root: Path, repeats: int) -> dict[str, Path]:
     Runs alternate A, B, C so that drift of this shared machine spreads over all three. Every run
     uses the same seed, so all reach the target at the same step and differ in time only."""
     from trainscale.scaling.orchestration.runner import execute
-    from trainscale.scaling.spec import resolve
+    from trainscale.scaling.resolve import resolve
 
     sides = {name: root / name for name in ("A", "B", "C")}
     base = ["eval.every_steps=10"]

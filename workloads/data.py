@@ -29,6 +29,20 @@ class DataConfig:
     synthetic_size: int = 0  # synthetic samples per epoch; 0 = enough for the whole run
     token_dtype: str = "uint16"  # token files (gpt): dtype of the flat array of token ids
 
+    def check(self) -> None:
+        """ValueError naming the bad setting."""
+        if self.kind not in DATA_KINDS:
+            raise ValueError(f"unknown data.kind {self.kind!r} (known: {', '.join(DATA_KINDS)})")
+        if self.loader_workers < 0:
+            raise ValueError(f"data.loader_workers must be 0 or more, got {self.loader_workers}")
+        if self.synthetic_size < 0:
+            raise ValueError(f"data.synthetic_size must be 0 (auto) or more, got {self.synthetic_size}")
+        if self.kind == "real":
+            if not self.path:
+                raise ValueError("data.kind is 'real' but data.path is empty")
+            if not Path(self.path).exists():
+                raise ValueError(f"data.path does not exist: {self.path}")
+
 
 class SyntheticImages(Dataset):
     def __init__(self, length: int, resolution: int, num_classes: int, seed: int) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from trainscale.workloads.data import DataConfig
-from trainscale.workloads.registry import Built
+from trainscale.workloads.base import Built, Workload
 
 
 
@@ -110,8 +110,9 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-class DigitsWorkload:
+class DigitsWorkload(Workload):
     name = "digits"
+    summary = "small CNN on scikit-learn's 8x8 digits: real data and an accuracy target on a CPU in seconds"
     config_cls = DigitsConfig
     spec_defaults: dict = {
         "batch_size": 32,
@@ -126,7 +127,7 @@ class DigitsWorkload:
     def default_target(self, data_kind: str) -> float | None:
         return DIGITS_TARGET if data_kind == "real" else None
 
-    def validate(self, cfg: DigitsConfig) -> None:
+    def validate_model(self, cfg: DigitsConfig) -> None:
         if cfg.channels < 1:
             raise ValueError(f"model.channels must be at least 1, got {cfg.channels}")
         if cfg.hidden < 1:

@@ -24,7 +24,7 @@ from typing import Any
 
 from trainscale.workloads.data import DataConfig
 from trainscale.workloads.gpt_model import GPT, keep_pipeline_stage, lm_loss
-from trainscale.workloads.registry import Built
+from trainscale.workloads.base import Built, Workload
 from trainscale.workloads.tokens import TOKEN_DTYPES, SyntheticTokens, TokenFile, check_token_file, token_file_paths
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -64,8 +64,10 @@ def model_flops_per_token(cfg: GPTConfig) -> float:
     return float(6 * matmul_weights(cfg) + 12 * cfg.n_layer * cfg.d_model * cfg.seq_len)
 
 
-class GPTWorkload:
+class GPTWorkload(Workload):
     name = "gpt"
+    summary = "GPT-2 style decoder-only language model (tokens)"
+    splits = ("tp", "pp")
     config_cls = GPTConfig
     spec_defaults: dict = {"optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.0}, "batch_size": 8}
 
@@ -77,7 +79,7 @@ class GPTWorkload:
             raise ValueError(f"workload 'gpt' has no accuracy metric, so no time-to-accuracy run (target_accuracy "
                              f"{spec.target_accuracy}); use digits or resnet50, or --target-accuracy none")
 
-    def validate(self, cfg: GPTConfig) -> None:
+    def validate_model(self, cfg: GPTConfig) -> None:
         if cfg.preset not in PRESETS:
             raise ValueError(f"unknown model.preset {cfg.preset!r} (known: {', '.join(PRESETS)})")
         for f in fields(cfg):
@@ -127,9 +129,6 @@ class GPTWorkload:
                             "parameters": sum(p.numel() for p in model.parameters())})
 
     # -- model-parallel hooks (a workload without them cannot use tp or pp) -----------------------
-
-    def model_flops_per_token(self, cfg: GPTConfig) -> float:
-        return model_flops_per_token(cfg)
 
     def fsdp_units(self, model: GPT) -> list:
         """Modules sharded as one FSDP unit each (then the root takes the rest)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from trainscale.workloads.data import DataConfig, ImageFolder, SyntheticImages
-from trainscale.workloads.registry import Built
+from trainscale.workloads.base import Built, Workload
 from trainscale.workloads.resnet import ResNet50
 
 
@@ -23,8 +23,9 @@ class ResNetConfig:
 RESNET50_TARGET = 0.759
 
 
-class ResNet50Workload:
+class ResNet50Workload(Workload):
     name = "resnet50"
+    summary = "ResNet-50 (torchvision's layout) on synthetic images or an image folder"
     config_cls = ResNetConfig
     spec_defaults: dict = {"eval": {"max_epochs": 90}}
 
@@ -38,7 +39,7 @@ class ResNet50Workload:
                 raise ValueError(f"a time-to-accuracy run needs a validation set: {root}/val/<class>/<image> "
                                  f"is missing (or use --target-accuracy none for a throughput run)")
 
-    def validate(self, cfg: ResNetConfig) -> None:
+    def validate_model(self, cfg: ResNetConfig) -> None:
         if cfg.width <= 0:
             raise ValueError(f"model.width must be positive, got {cfg.width}")
         if cfg.resolution < 32:

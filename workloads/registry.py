@@ -1,47 +1,18 @@
-"""The workloads trainscale knows, by name. Modules are imported only when a workload is used."""
+"""The workloads by name (``--workload``): one module per workload, listed here."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any
 
-from torch import nn
-from torch.utils.data import Dataset
-
+from trainscale.scaling.results.registry import Registry
+from trainscale.workloads.base import Built, Workload
 from trainscale.workloads.data import DataConfig
+from trainscale.workloads.digits import DigitsWorkload
+from trainscale.workloads.gpt import GPTWorkload
+from trainscale.workloads.image import ResNet50Workload
 
-WORKLOADS = {
-    "resnet50": "trainscale.workloads.image:ResNet50Workload",
-    "digits": "trainscale.workloads.digits:DigitsWorkload",
-    "gpt": "trainscale.workloads.gpt:GPTWorkload",
-}
+__all__ = ["WORKLOADS", "Built", "Workload", "spec_defaults"]
 
-
-@dataclass
-class Built:
-    """What the per-rank loop needs from a workload."""
-    model: nn.Module
-    loss_fn: Callable[..., Any]
-    train_set: Dataset
-    eval_set: Dataset | None = None
-    sample_unit: str = "samples"  # what one sample is: "images", "tokens" ...
-    samples_per_item: int = 1  # units per data-set item (tokens per sequence, ...)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Workload(Protocol):
-    name: str
-    config_cls: type  # dataclass of the workload's model knobs (the spec's [model] table)
-    spec_defaults: dict[str, Any]  # run-spec values this workload prefers to trainscale's defaults
-
-    def default_target(self, data_kind: str) -> float | None:
-        """The quality target (top-1 validation accuracy) a run on this data has unless the user sets
-        one; None: throughput runs only (e.g. synthetic data)."""
-
-    def validate(self, cfg: Any) -> None:
-        """Raise ValueError naming the bad knob."""
-
-    def build(self, cfg: Any, data: DataConfig, seed: int, min_train_samples: int) -> Built: ...
+WORKLOADS: Registry[Workload] = Registry("workload", [ResNet50Workload(), DigitsWorkload(), GPTWorkload()])
 
 
 def spec_defaults(workload: Workload, raw: dict[str, Any]) -> dict[str, Any]:
@@ -54,14 +25,3 @@ def spec_defaults(workload: Workload, raw: dict[str, Any]) -> dict[str, Any]:
     if target is not None:
         defaults.setdefault("target_accuracy", target)
     return defaults
-
-
-def names() -> list[str]:
-    return sorted(WORKLOADS)
-
-
-def get(name: str) -> Workload:
-    if name not in WORKLOADS:
-        raise KeyError(name)
-    module, cls = WORKLOADS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()

@@ -6,7 +6,7 @@ import json
 import sys
 
 from trainscale.scaling.cli import common as cli_common
-from trainscale.scaling.cli.progress import console
+from trainscale.scaling.cli.progress import LiveProgress, console
 
 EPILOG_NOTE = ("Sizes take K/M/G suffixes (powers of 1024, as nccl-tests); bandwidths are GB/s with GB = 1e9 B. "
                "Exit 0: all sizes ran and every result element passed the check; 1: a launch failed or a "
@@ -85,7 +85,8 @@ def handle(args: argparse.Namespace) -> int:
     from trainscale.scaling.comm.runner import execute_comm
 
     spec = spec_from_args(args)
-    outcome = execute_comm(spec)
+    with LiveProgress(total_runs=len(spec.nproc) if len(spec.nproc) > 1 else None) as live:
+        outcome = execute_comm(spec, observer=live)
     if args.json:
         doc = {**outcome.results, "summary": outcome.summary, "comm_dir": str(outcome.comm_dir),
                "provenance": read_json(outcome.comm_dir / schema.PROVENANCE)}

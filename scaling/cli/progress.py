@@ -22,6 +22,8 @@ def outcome_line(label: str, summary: dict) -> str:
         best = max((e["accuracy"] for e in tta["evals"]), default=float("nan"))
         return (f"[red]INVALID[/red] {label}: target {tta['target']:g} not reached in {tta['epochs_run']} epochs "
                 f"(best accuracy {best:.4f}); counts as the slowest run")
+    if summary.get("status") == "ok" and "metrics" not in summary:  # a launch without training figures
+        return f"[green]ok[/green]     {label}" + (f" ({summary['wall_s']:.1f} s)" if summary.get("wall_s") else "")
     if summary.get("status") == "ok":
         m = summary["metrics"]
         unit = summary.get("sample_unit", "samples")
@@ -32,13 +34,15 @@ def outcome_line(label: str, summary: dict) -> str:
 
 
 class LiveProgress:
-    """A progress bar per run (steps of rank 0) under an optional overall bar for a sweep."""
+    """A progress bar per run (steps of rank 0) under an optional overall bar for a sweep; the
+    orchestration's RunObserver (scaling/orchestration/runner.py)."""
 
     def __init__(self, total_runs: int | None = None) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console)
         self.total_runs = total_runs
         self.overall = None
+        self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> "LiveProgress":
         self.progress.__enter__()
@@ -49,17 +53,18 @@ class LiveProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def start_run(self, label: str, steps: int) -> tuple[int, Callable[[dict], None]]:
+    def run_started(self, label: str, steps: int) -> Callable[[dict], None]:
         task = self.progress.add_task(label, total=steps, phase="starting")
+        self._tasks[label] = task
 
         def on_progress(p: dict) -> None:
             self.progress.update(task, completed=p.get("step", 0), total=p.get("steps") or steps,
                                  phase=p.get("phase", ""))
 
-        return task, on_progress
+        return on_progress
 
-    def finish_run(self, task: int, label: str, summary: dict) -> None:
-        self.progress.remove_task(task)
+    def run_finished(self, label: str, summary: dict) -> None:
+        self.progress.remove_task(self._tasks.pop(label))
         self.progress.console.print(outcome_line(label, summary))
         if self.overall is not None:
             self.progress.advance(self.overall)

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from trainscale.scaling.orchestration.runner import execute
-    from trainscale.scaling.spec import resolve
+    from trainscale.scaling.resolve import resolve
 
     if args.dry_run and args.node_rank is None:
         args.node_rank = 0  # the dry run prints every node's command; any rank resolves the spec
@@ -36,11 +36,8 @@ def handle(args: argparse.Namespace) -> int:
 
         print(dry_run(spec, args.argv[1:]))
         return 0
-    label = f"{spec.workload} {spec.parallel} {spec.nodes}x{spec.nproc}"
     with LiveProgress() as live:
-        task, on_progress = live.start_run(label, spec.steps)
-        outcome = execute(spec, on_progress=on_progress)
-        live.finish_run(task, label, outcome.summary)
+        outcome = execute(spec, observer=live)
     if outcome.summary.get("gpu") is not None:
         from trainscale.analysis.gpu_telemetry import summary_line
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -68,38 +67,23 @@ def register(sub) -> None:
 
 def _check_run_settings(args: argparse.Namespace, backend: str, nproc: int) -> None:
     """The run-spec part, checked as far as it can be away from the cluster: names known here,
-    settings that exist with values of the right type. Host checks (GPUs, data path) happen on the
-    cluster, where `trainscale run` validates again before any process starts."""
-    from trainscale.scaling.strategies.checks import check_parallel
-    from trainscale.scaling.spec import RunSpec, build_dataclass, deep_merge, parse_set
-    from trainscale.scaling.strategies.base import STRATEGIES
-    from trainscale.workloads import registry
+    settings that exist with values of the right type, the model and its parallel layout. Host checks
+    (GPUs, data path) happen on the cluster, where `trainscale run` validates again before any
+    process starts."""
+    from trainscale.scaling.resolve import build, validate_portable
+    from trainscale.scaling.strategies.registry import STRATEGIES
+    from trainscale.workloads.registry import WORKLOADS
 
-    if args.workload not in registry.WORKLOADS:
-        raise UsageError(f"unknown workload {args.workload!r} (known here: {', '.join(registry.names())}; "
-                         "--unchecked passes it on)")
-    if args.parallel not in STRATEGIES:
-        raise UsageError(f"unknown parallel strategy {args.parallel!r} (known here: {', '.join(STRATEGIES)}; "
-                         "--unchecked passes it on)")
+    for flag, name, registry in (("workload", args.workload, WORKLOADS), ("parallel", args.parallel, STRATEGIES)):
+        if name not in registry:
+            raise UsageError(f"unknown {registry.kind} {name!r} (known here: {', '.join(registry.names())}; "
+                             "--unchecked passes it on)")
     if args.run_args:
         raise UsageError(f"extra run arguments {' '.join(args.run_args)!r} cannot be checked here; "
                          "use --set, or --unchecked")
-    workload = registry.get(args.workload)
     flags = {k: getattr(args, k) for k in ("steps", "warmup", "batch_size") if getattr(args, k) is not None}
-    raw = deep_merge(workload.spec_defaults, {"workload": args.workload, "parallel": args.parallel,
-                                              "backend": backend, "nodes": args.nodes, "nproc": nproc,
-                                              **flags})
-    raw = deep_merge(raw, parse_set(args.sets))
-    spec = build_dataclass(RunSpec, raw)
-    model_cfg = build_dataclass(workload.config_cls, spec.model, "model")
-    spec.model = dataclasses.asdict(model_cfg)
-    try:
-        workload.validate(model_cfg)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    check_parallel(spec)  # degrees against the world size, heads/layers/microbatches against the degrees
-    if spec.steps <= spec.warmup:
-        raise UsageError(f"steps ({spec.steps}) must be greater than warmup ({spec.warmup})")
+    validate_portable(build(None, {"workload": args.workload, "parallel": args.parallel, "backend": backend,
+                                   "nodes": args.nodes, "nproc": nproc, **flags}, args.sets))
 
 
 def handle_render(args: argparse.Namespace) -> int:

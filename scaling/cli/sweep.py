@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from trainscale.scaling.cli import common as cli_common
-from trainscale.scaling.cli.progress import console
+from trainscale.scaling.cli.progress import LiveProgress, console
 
 
 def register(sub) -> None:
@@ -41,15 +41,15 @@ def parse_strategies(text: str | None) -> list[str | None]:
 def unused_degrees(parallel: str | None) -> tuple[str, ...]:
     """--tp and --pp flags apply to the strategies that have that dimension (a sweep comparing ddp and
     tp with --tp 2 gives ddp no tensor-parallel degree)."""
-    from trainscale.scaling.strategies.mesh import STRATEGY_DIMS
+    from trainscale.scaling.strategies.registry import STRATEGIES
 
-    if parallel is None or parallel not in STRATEGY_DIMS:
+    if parallel is None or parallel not in STRATEGIES:
         return ()
-    return tuple(d for d in ("tp", "pp") if d not in STRATEGY_DIMS[parallel])
+    return tuple(d for d in ("tp", "pp") if d not in STRATEGIES.get(parallel).dims)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trainscale.scaling.spec import resolve
+    from trainscale.scaling.resolve import resolve
     from trainscale.scaling.orchestration.sweep import execute_sweep, parse_int_list, plan
 
     nprocs = parse_int_list(args.nproc, "--nproc")
@@ -63,7 +63,8 @@ def handle(args: argparse.Namespace) -> int:
         # Each base spec is validated at the largest size; plan() validates every point again.
         bases.append(resolve(args.config, {**flags, "nproc": nprocs[-1], "nodes": nodes[-1]}, args.sets))
     points = plan(bases, nprocs, nodes, args.scaling, args.repeats, args.global_batch)
-    sweep_dir = execute_sweep(bases[0], points, args.scaling)
+    with LiveProgress(total_runs=len(points)) as live:
+        sweep_dir = execute_sweep(bases[0], points, args.scaling, observer=live)
     console.print(f"sweep: {sweep_dir}")
     if not args.no_report:
         from trainscale.analysis.report import print_report, write_report

@@ -6,7 +6,6 @@ The sweep fails (exit 1) when a launch fails or when any result element fails th
 """
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import sys
@@ -18,11 +17,11 @@ from pathlib import Path
 from trainscale.scaling.results import schema
 from trainscale.analysis.comm_report import write_comm_report
 from trainscale.scaling.results.files import read_json, write_json_atomic
-from trainscale.launchers.local import LaunchResult, run_agent
+from trainscale.launchers.base import LaunchResult, agent_env, core_facts, run_agent, threads_per_rank
 
 from trainscale.scaling import provenance
 from trainscale.scaling.comm.spec import CommSpec
-from trainscale.scaling.cli.progress import LiveProgress
+from trainscale.scaling.orchestration.runner import RunObserver
 from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
 
 
@@ -54,17 +53,12 @@ def comm_provenance(config: dict) -> dict:
     }
 
 
-def threads_per_rank(spec: CommSpec, nproc: int) -> int:
-    """The local launcher's rule: the usable cores divided by the processes, at least 1."""
-    return spec.threads_per_rank or max(1, provenance.usable_cores() // nproc)
-
-
 def launch_world(spec: CommSpec, comm_dir: Path, nproc: int, on_progress=None) -> LaunchResult:
     world_dir = schema.comm_world_dir(comm_dir, nproc)
     world_dir.mkdir(parents=True, exist_ok=True)
-    threads = threads_per_rank(spec, nproc)
+    threads = threads_per_rank(spec.threads_per_rank, nproc)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=world_dir))  # torchrun leaves files in TMPDIR
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    env = agent_env(threads, tmp)
     cmd = [sys.executable, "-m", "trainscale.launchers.agent", "--failures", str(world_dir / schema.FAILURES), "--",
            "--standalone", "--nnodes=1", f"--nproc-per-node={nproc}", "--max-restarts=0",
            "-m", "trainscale.scaling.comm.bench", "--config", str(comm_dir / schema.COMM_CONFIG),
@@ -73,9 +67,7 @@ def launch_world(spec: CommSpec, comm_dir: Path, nproc: int, on_progress=None) -
         result = run_agent(cmd, env, world_dir, spec.timeout_s, on_progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    cores = provenance.usable_cores()
-    result.facts = {"threads_per_rank": threads, "cores": cores, "oversubscribed": threads * nproc > cores,
-                    "command": cmd}
+    result.facts = {**core_facts(threads, nproc), "command": cmd}
     return result
 
 
@@ -100,21 +92,9 @@ def _verdict(doc: dict, launches: dict[int, LaunchResult]) -> tuple[bool, str | 
     return True, None
 
 
-def _launch_with_progress(spec: CommSpec, comm_dir: Path, launches: dict[int, LaunchResult], sizes: int) -> None:
-    with LiveProgress(total_runs=len(spec.nproc) if len(spec.nproc) > 1 else None) as live:
-        for nproc in spec.nproc:
-            label = f"comm world {nproc}"
-            task, on_progress = live.start_run(label, sizes * len(spec.ops_for_world(nproc)))
-            launches[nproc] = r = launch_world(spec, comm_dir, nproc, on_progress)
-            live.progress.remove_task(task)
-            live.progress.console.print(f"[green]ok[/green]     {label} ({r.wall_s:.1f} s)" if r.ok
-                                        else f"[red]failed[/red] {label}: {r.reason}")
-            if live.overall is not None:
-                live.progress.advance(live.overall)
-
-
-def execute_comm(spec: CommSpec, show_progress: bool = True) -> CommOutcome:
-    """Run a validated CommSpec; results under a new folder in spec.out."""
+def execute_comm(spec: CommSpec, observer: RunObserver | None = None) -> CommOutcome:
+    """Run a validated CommSpec, one launch per world size (each reported to observer); results under
+    a new folder in spec.out."""
     comm_dir = new_run_dir(Path(spec.out), default_name(spec))
     config = spec.to_dict()
     write_json_atomic(comm_dir / schema.COMM_CONFIG, config)
@@ -124,13 +104,15 @@ def execute_comm(spec: CommSpec, show_progress: bool = True) -> CommOutcome:
                                                   "run_id": comm_dir.name, "started_utc": prov["time_utc"]})
     t0 = time.monotonic()
     launches: dict[int, LaunchResult] = {}
-    total = len(spec.sizes())
     try:
-        if show_progress:
-            _launch_with_progress(spec, comm_dir, launches, total)
-        else:
-            for nproc in spec.nproc:
-                launches[nproc] = launch_world(spec, comm_dir, nproc)
+        for nproc in spec.nproc:
+            label = f"comm world {nproc}"
+            on_progress = observer.run_started(label, len(spec.sizes()) * len(spec.ops_for_world(nproc))) \
+                if observer else None
+            launches[nproc] = r = launch_world(spec, comm_dir, nproc, on_progress)
+            if observer:
+                observer.run_finished(label, {"status": schema.STATUS_OK if r.ok else schema.STATUS_FAILED,
+                                              "reason": r.reason, "wall_s": r.wall_s})
     except KeyboardInterrupt:
         write_json_atomic(comm_dir / schema.SUMMARY, {
             "status": schema.STATUS_FAILED, "kind": "comm", "run_id": comm_dir.name,

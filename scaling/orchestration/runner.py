@@ -10,7 +10,7 @@ import glob
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json, write_json_atomic
@@ -22,6 +22,15 @@ from trainscale.analysis.tta import run_tta
 from trainscale.scaling import provenance
 from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
 from trainscale.scaling.spec import RunSpec, SpecError
+
+
+class RunObserver(Protocol):
+    """Who follows runs as they go (the command line's progress display): told when a run starts
+    (returning the callback for its progress reports) and when it has its summary."""
+
+    def run_started(self, label: str, steps: int) -> Callable[[dict], None]: ...
+
+    def run_finished(self, label: str, summary: dict) -> None: ...
 
 
 @dataclass
@@ -92,14 +101,24 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
     return summary
 
 
-def execute(spec: RunSpec, run_dir: Path | None = None,
-            on_progress: Callable[[dict], None] | None = None) -> RunOutcome:
+def execute(spec: RunSpec, run_dir: Path | None = None, observer: RunObserver | None = None,
+            label: str | None = None) -> RunOutcome:
     """Run one validated spec. run_dir: where to put it (made if missing); default the launcher's
-    fixed folder (multi-node: OUT/RUN_ID, shared by all nodes) or a new folder under spec.out."""
-    from trainscale.launchers import registry
+    fixed folder (multi-node: OUT/RUN_ID, shared by all nodes) or a new folder under spec.out.
+    observer: told of the run's start, progress and summary under label."""
+    label = label or f"{spec.workload} {spec.parallel} {spec.nodes}x{spec.nproc}"
+    on_progress = observer.run_started(label, spec.steps) if observer is not None else None
+    outcome = _execute(spec, run_dir, on_progress)
+    if observer is not None:
+        observer.run_finished(label, outcome.summary)
+    return outcome
 
-    launcher = registry.get(spec.launcher)
-    fixed = registry.run_dir_for(spec) if run_dir is None else None
+
+def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], None] | None) -> RunOutcome:
+    from trainscale.launchers.registry import LAUNCHERS
+
+    launcher = LAUNCHERS.get(spec.launcher)
+    fixed = launcher.run_dir_for(spec) if run_dir is None else None
     if not launcher.records_run(spec):
         # Another node writes the record; this one only runs its agent into the shared folder.
         run_dir = run_dir or fixed
@@ -146,6 +165,5 @@ def execute(spec: RunSpec, run_dir: Path | None = None,
         prov["emulated_cluster"] = facts["emulated_cluster"]
     write_json_atomic(run_dir / schema.PROVENANCE, prov)
     write_json_atomic(run_dir / schema.SUMMARY, summary)
-    if hasattr(launcher, "after_record"):
-        launcher.after_record(spec, run_dir, summary)
+    launcher.after_record(spec, run_dir, summary)
     return RunOutcome(run_dir, summary)

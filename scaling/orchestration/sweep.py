@@ -15,12 +15,12 @@ from pathlib import Path
 from trainscale.scaling.results import schema
 from trainscale.analysis.scaling import SCALING_MODES, STRONG
 
-from trainscale.scaling.cli.progress import LiveProgress
 from trainscale.scaling.results.files import write_json_atomic
 
 from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
-from trainscale.scaling.orchestration.runner import execute
-from trainscale.scaling.spec import FaultConfig, RunSpec, SpecError, validate
+from trainscale.scaling.orchestration.runner import RunObserver, execute
+from trainscale.scaling.resolve import validate
+from trainscale.scaling.spec import FaultConfig, RunSpec, SpecError
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ def plan(base: RunSpec | list[RunSpec], nprocs: list[int], nodes: list[int], mod
     return points
 
 
-def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path | None = None) -> Path:
+def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path | None = None,
+                  observer: RunObserver | None = None) -> Path:
     out = Path(out or base.out)
     strategies = list(dict.fromkeys(p.spec.parallel for p in points)) or [base.parallel]
     sweep_dir = new_run_dir(out, f"{timestamp()}-sweep-{base.workload}-{'+'.join(strategies)}")
@@ -95,23 +96,20 @@ def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path 
         "runs": [],
     }
     write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
-    with LiveProgress(total_runs=len(points)) as live:
-        for point in points:
-            s = point.spec
-            label = f"{s.nodes}x{s.nproc} (world {s.world_size}) repeat {point.repeat}"
-            if len(strategies) > 1:
-                label = f"{s.parallel} {label}"
-            task, on_progress = live.start_run(label, s.steps)
-            outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, on_progress)
-            live.finish_run(task, label, outcome.summary)
-            index["runs"].append({
-                "name": point.name, "path": f"{schema.SWEEP_RUNS_DIR}/{point.name}", "parallel": s.parallel,
-                "degrees": dataclasses.asdict(s.degrees), "nodes": s.nodes,
-                "nproc": s.nproc, "world_size": s.world_size, "repeat": point.repeat, "seed": s.seed,
-                "batch_size_per_rank": s.batch_size, "global_batch": s.global_batch,
-                "status": outcome.summary["status"], "reason": outcome.summary.get("reason"),
-            })
-            write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
+    for point in points:
+        s = point.spec
+        label = f"{s.nodes}x{s.nproc} (world {s.world_size}) repeat {point.repeat}"
+        if len(strategies) > 1:
+            label = f"{s.parallel} {label}"
+        outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, observer, label)
+        index["runs"].append({
+            "name": point.name, "path": f"{schema.SWEEP_RUNS_DIR}/{point.name}", "parallel": s.parallel,
+            "degrees": dataclasses.asdict(s.degrees), "nodes": s.nodes,
+            "nproc": s.nproc, "world_size": s.world_size, "repeat": point.repeat, "seed": s.seed,
+            "batch_size_per_rank": s.batch_size, "global_batch": s.global_batch,
+            "status": outcome.summary["status"], "reason": outcome.summary.get("reason"),
+        })
+        write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
     index["status"] = "done"
     write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
     return sweep_dir

@@ -37,7 +37,7 @@ class RunCheckpoints:
     def __init__(self, spec: RunSpec, strategy, run_dir: Path, events: EventLog) -> None:
         self.cfg, self.events = spec.checkpoint, events
         self.root = checkpoint_root(spec, run_dir)
-        self.ckpt = Checkpointer(self.root, strategy.model, strategy.optimizer, getattr(strategy, "scheduler", None),
+        self.ckpt = Checkpointer(self.root, strategy.model, strategy.optimizer, strategy.scheduler,
                                  async_save=self.cfg.async_save, keep=self.cfg.keep)
         self._last_save = time.monotonic()
         self._logged = 0

@@ -1,10 +1,10 @@
 """What the per-rank loop records about gradient communication (METHOD.md "All-reduce overhead").
 
-- Per step, with strategies that time their collectives (a ``comm_timer`` attribute, see
-  scaling.comm_timing): comm_s (seconds with a gradient collective in flight) and comm_ops, as extra
+- Per step, with strategies that time their collectives (a ``comm_timer``, see
+  runtime/comm_timing.py): comm_s (seconds with a gradient collective in flight) and comm_ops, as extra
   sample columns.
-- After the measured window, with strategies that can skip gradient synchronisation (a
-  ``no_grad_sync()`` context manager, e.g. DDP's no_sync): a block of compute-only steps in the same
+- After the measured window, with strategies that can skip gradient synchronisation
+  (``skips_grad_sync``, ``no_grad_sync()``, e.g. DDP's no_sync): a block of compute-only steps in the same
   run, recorded with phase "no_sync" (after one more recorded as "no_sync_warmup": the first step
   on the no_sync path runs slower). They run forward and backward on the next batches with the
   sync skipped, and no optimizer step; buffers (e.g. BatchNorm statistics) and the RNG are put back
@@ -17,8 +17,7 @@ so the baseline keeps it: a slight underestimate of the exposed time when buffer
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -41,9 +40,8 @@ def no_sync_steps(spec: RunSpec) -> int:
 class CommProbe:
     def __init__(self, strategy: Any, spec: RunSpec) -> None:
         self.strategy = strategy
-        self.timer = getattr(strategy, "comm_timer", None)
-        self._no_sync: Callable[[], contextlib.AbstractContextManager] | None = getattr(strategy, "no_grad_sync", None)
-        self.no_sync_steps = no_sync_steps(spec) if self._no_sync is not None else 0
+        self.timer = strategy.comm_timer
+        self.no_sync_steps = no_sync_steps(spec) if strategy.skips_grad_sync else 0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -79,7 +77,7 @@ class CommProbe:
             phases.mark()
             inputs, targets = next(batches)
             phases.mark()
-            with self._no_sync():
+            with self.strategy.no_grad_sync():
                 loss = self.strategy.forward_backward(inputs, targets)
             phases.mark()
             (data_s, compute_s), t0, t2 = phases.finish()

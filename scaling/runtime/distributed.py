@@ -38,19 +38,6 @@ def visible_gpus_note() -> str:
         else "CUDA_VISIBLE_DEVICES unset"
 
 
-def check_gpus_for(spec) -> None:
-    """Before launch: NCCL needs CUDA, and (on launchers that start the ranks on this node) one visible
-    GPU per process of the node. SpecError naming the numbers otherwise."""
-    from trainscale.scaling.spec import SpecError
-
-    if not torch.cuda.is_available():
-        raise SpecError("backend 'nccl' needs CUDA GPUs and none is visible (use --backend gloo)")
-    visible = torch.cuda.device_count()
-    if spec.launcher in ("local", "torchrun") and spec.nproc > visible:
-        raise SpecError(f"nproc {spec.nproc} needs one GPU per process but {visible} CUDA GPU(s) are visible "
-                        f"on this node ({visible_gpus_note()})")
-
-
 def device_for(backend: str, local_rank: int) -> torch.device:
     """The device of the process at local_rank: GPU local_rank for NCCL, the CPU for gloo."""
     if backend != "nccl":

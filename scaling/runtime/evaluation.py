@@ -12,13 +12,6 @@ from trainscale.scaling.runtime.distributed import DistContext
 from trainscale.scaling.runtime.precision import StepOptions
 
 
-def predict(strategy: Any, inputs: torch.Tensor) -> torch.Tensor:
-    """Logits for a batch. A strategy whose model cannot simply be called (e.g. a pipeline) can
-    provide ``predict(inputs)``; otherwise its wrapped model is called."""
-    own = getattr(strategy, "predict", None)
-    return own(inputs) if own is not None else strategy.model(inputs)
-
-
 def global_accuracy(strategy: Any, loader: DataLoader, ctx: DistContext,
                     options: StepOptions = StepOptions()) -> tuple[int, int]:
     """(correct, total) top-1 over all ranks' shards; the same answer on every rank. The model runs
@@ -31,7 +24,7 @@ def global_accuracy(strategy: Any, loader: DataLoader, ctx: DistContext,
         with torch.no_grad():
             for inputs, targets, valid in loader:
                 with options.autocast():
-                    logits = predict(strategy, options.prepare_inputs(inputs.to(ctx.device, non_blocking=True)))
+                    logits = strategy.predict(options.prepare_inputs(inputs.to(ctx.device, non_blocking=True)))
                 hits = (logits.argmax(dim=1).cpu() == targets) & valid
                 counts[0] += hits.sum()
                 counts[1] += valid.sum()

@@ -213,7 +213,7 @@ class StrategyProbe:
     def begin(self, step: int) -> None:
         if step != self.probe_step:
             return
-        optimizer = getattr(self.strategy, "stepping_optimizer", None) or getattr(self.strategy, "optimizer", None)
+        optimizer = self.strategy.stepping_optimizer
         if isinstance(optimizer, torch.optim.Optimizer):
             def count_state(opt, _args, _kwargs) -> None:
                 if self.state is None:

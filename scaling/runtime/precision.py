@@ -1,5 +1,5 @@
-"""Precision and speed options of a run, applied in one place (scaling/step.py's set-up and the whole-model
-step of scaling/strategies.py) and checked before launch.
+"""Precision and speed options of a run, applied in one place (runtime/step.py's set-up and the whole-model
+step of strategies/base.py); checked before launch against the strategy's capability row (scaling/resolve.py).
 
 - ``precision`` (top-level spec field; the fair-comparison guard of analysis/compare.py reads it):
   ``fp32``  float32 everywhere, TF32 tensor-core math off for matmuls and cuDNN convolutions (torch's
@@ -11,8 +11,8 @@ step of scaling/strategies.py) and checked before launch.
             gradients are already identical on every rank), the ShardedGradScaler under FSDP and TP
             (sharded gradients: the inf/NaN check is all-reduced so every rank skips the same steps).
             CUDA only: refused with backend gloo (CPU float16 autocast is slow and no one trains that way).
-  Autocast lives in the whole-model step, so bf16/fp16 apply to ddp, fsdp and tp; pp and zero1-3 are
-  refused (exit 2) rather than silently run in fp32.
+  Autocast lives in the whole-model step (strategies/base.py), so bf16/fp16 apply to the strategies whose
+  capability row has it (ddp, fsdp, tp); the others are refused (exit 2) rather than silently run in fp32.
 - ``model.channels_last`` (resnet50): model and input batches in NHWC memory format (tensor cores' layout
   for convolutions); inputs are converted where they are moved to the device.
 - ``compile``: torch.compile of the wrapped model (DDP's graph breaks at its buckets, FSDP2 and DTensor
@@ -31,31 +31,7 @@ from torch import nn
 if TYPE_CHECKING:
     from trainscale.scaling.spec import RunSpec
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# Strategies built on the whole-model step (scaling/strategies.py: WholeModelStep), where autocast, the
-# gradient scaler and torch.compile are applied.
-WHOLE_MODEL_STRATEGIES = ("ddp", "fsdp", "tp")
-
-
-def check_options(spec: RunSpec) -> None:
-    """SpecError naming the value when the precision/speed options do not fit the run."""
-    from trainscale.scaling.spec import SpecError
-
-    if spec.precision not in PRECISIONS:
-        raise SpecError(f"unknown precision {spec.precision!r} (known: {', '.join(PRECISIONS)})")
-    if spec.precision == "tf32" and spec.backend != "nccl":
-        raise SpecError(f"precision 'tf32' is a GPU tensor-core format: it needs --backend nccl "
-                        f"(backend {spec.backend!r} runs on CPUs, where it would be plain fp32)")
-    if spec.precision == "fp16" and spec.backend != "nccl":
-        raise SpecError(f"precision 'fp16' (autocast with a gradient scaler) needs --backend nccl: backend "
-                        f"{spec.backend!r} runs on CPUs (use precision bf16 or fp32 there)")
-    if spec.precision in AUTOCAST_DTYPES and spec.parallel not in WHOLE_MODEL_STRATEGIES:
-        raise SpecError(f"precision {spec.precision!r} is not supported with parallel {spec.parallel!r} "
-                        f"(autocast runs in {', '.join(WHOLE_MODEL_STRATEGIES)}; use precision fp32)")
-    if spec.compile and spec.parallel not in WHOLE_MODEL_STRATEGIES:
-        raise SpecError(f"compile is not supported with parallel {spec.parallel!r} "
-                        f"(torch.compile applies to {', '.join(WHOLE_MODEL_STRATEGIES)})")
 
 
 @dataclass(frozen=True)

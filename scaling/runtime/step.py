@@ -22,8 +22,7 @@ import torch
 
 from trainscale.scaling.results import schema
 from trainscale.faults.inject import FaultInjector
-from trainscale.workloads import registry as workload_registry
-from trainscale.workloads.registry import Built
+from trainscale.workloads.registry import WORKLOADS, Built
 
 from trainscale.scaling.runtime.comm_probe import CommProbe
 from trainscale.scaling.runtime.device_data import DeviceBatches
@@ -32,8 +31,8 @@ from trainscale.scaling.strategies.mesh import Layout
 from trainscale.scaling.runtime.measure import MemoryWatch, StrategyProbe
 from trainscale.scaling.runtime.precision import StepOptions
 from trainscale.scaling.spec import RunSpec
-from trainscale.scaling.strategies.base import Strategy, layout_of
-from trainscale.scaling.strategies.base import build as build_strategy
+from trainscale.scaling.strategies.base import Strategy
+from trainscale.scaling.strategies.registry import STRATEGIES
 from trainscale.scaling.runtime.telemetry import NodeTelemetry
 from trainscale.scaling.runtime.timing import PhaseClock
 
@@ -54,13 +53,12 @@ def set_up(spec: RunSpec, ctx: DistContext, min_train_samples: int) -> Session:
     memory = MemoryWatch(ctx.device)
     options = StepOptions.from_spec(spec, ctx.device)
     options.apply_global_flags()
-    workload = workload_registry.get(spec.workload)
+    workload = WORKLOADS.get(spec.workload)
     built = workload.build(spec.model_config(), spec.data, spec.seed, min_train_samples=min_train_samples)
-    strategy = build_strategy(spec.parallel)
+    strategy = STRATEGIES.get(spec.parallel).create()
     strategy.setup(options.prepare_model(built.model), built.loss_fn, spec, ctx)
-    if hasattr(strategy, "configure_step"):  # validation refuses options a strategy without it cannot apply
-        strategy.configure_step(options)
-    return Session(built, strategy, layout_of(strategy, ctx.rank, ctx.world_size), memory, options,
+    strategy.configure_step(options)  # validation refused options the strategy cannot apply
+    return Session(built, strategy, strategy.layout_of(ctx.rank, ctx.world_size), memory, options,
                    NodeTelemetry.start(spec, ctx))
 
 
@@ -72,7 +70,7 @@ class TimedStep:
                                     run_dir / schema.EVENTS if run_dir is not None else None, checkpoint_root,
                                     node_rank=ctx.node_rank)
         self.comm_probe = CommProbe(session.strategy, spec)
-        self.extra_columns = tuple(getattr(session.strategy, "extra_sample_columns", ()))
+        self.extra_columns = session.strategy.extra_sample_columns
         if spec.compile:  # a first call under the probe's TorchDispatchMode makes dynamo skip the model for good
             self.strategy_probe = StrategyProbe(session.strategy, None, "not measured: with compile on, the probe's "
                                                 "dispatch mode would keep torch.compile from tracing the model")
@@ -103,7 +101,7 @@ class TimedStep:
 
     def __call__(self, step: int, batches: Iterator[Any]) -> dict[str, Any]:
         """Run training step `step` on the next batch; the sample row (all but the phase)."""
-        spec, strategy, phases = self.spec, self.session.strategy, self.clock
+        strategy, phases = self.session.strategy, self.clock
         self.faults.before_step(step)
         self.comm_probe.begin_step()
         self.strategy_probe.begin(step)
@@ -111,8 +109,7 @@ class TimedStep:
         inputs, targets = next(self.device_batches(batches))
         phases.mark()
         loss = strategy.forward_backward(inputs, targets)
-        if spec.fault.kind == "slow":  # the straggler sleeps before the compute edge: its sleep is compute time
-            self.faults.slow_down(step, phases.since_last())
+        self.faults.after_compute(step, phases.since_last)  # a straggler's sleep is compute time
         phases.mark()
         strategy.optimizer_step()
         phases.mark()
@@ -123,7 +120,7 @@ class TimedStep:
         return dict(step=step, t_start=t0 - self.run_start, data_s=data_s, compute_s=compute_s,
                     optimizer_s=optimizer_s, step_s=t3 - t0, samples=samples, loss=loss,
                     **self.comm_probe.step_columns(),
-                    **(strategy.step_extras() if self.extra_columns else {}))
+                    **strategy.step_extras())
 
     def facts(self) -> dict[str, Any]:
         """Per-rank facts for ranks/rankN.json: layout, memory, the probe step's collectives and state."""

@@ -12,17 +12,6 @@ from dataclasses import dataclass
 
 SCHEDULES = ("gpipe", "1f1b")
 
-# Which mesh dimensions each strategy has. In 2D, the data-parallel dimension of tp and pp is FSDP2.
-STRATEGY_DIMS: dict[str, tuple[str, ...]] = {
-    "ddp": ("dp",),
-    "fsdp": ("dp",),
-    "zero1": ("dp",),
-    "zero2": ("dp",),
-    "zero3": ("dp",),
-    "tp": ("dp", "tp"),
-    "pp": ("dp", "pp"),
-}
-
 
 @dataclass
 class MeshConfig:
@@ -36,6 +25,13 @@ class MeshConfig:
 class PipelineConfig:
     schedule: str = "1f1b"  # gpipe | 1f1b
     microbatches: int = 4  # per data-parallel rank and step; must divide the per-rank batch
+
+    def check(self) -> None:
+        """ValueError naming the bad setting (the pipeline strategy checks them against the layout)."""
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown pipeline.schedule {self.schedule!r} (known: {', '.join(SCHEDULES)})")
+        if self.microbatches < 1:
+            raise ValueError(f"pipeline.microbatches must be at least 1, got {self.microbatches}")
 
 
 @dataclass(frozen=True)
@@ -58,9 +54,9 @@ class Degrees:
         return "x".join(parts)
 
 
-def resolve_degrees(parallel: str, world_size: int, mesh: MeshConfig) -> Degrees:
-    """The strategy's degrees for this world size; ValueError naming the value that does not fit."""
-    dims = STRATEGY_DIMS.get(parallel, ("dp",))
+def resolve_degrees(dims: tuple[str, ...], parallel: str, world_size: int, mesh: MeshConfig) -> Degrees:
+    """The degrees of strategy `parallel`, whose mesh dimensions are dims, at this world size;
+    ValueError naming the value that does not fit."""
     given = {"dp": mesh.dp, "tp": mesh.tp, "pp": mesh.pp}
     for name, value in given.items():
         if value < 0:

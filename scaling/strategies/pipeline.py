@@ -10,33 +10,52 @@ around the stage's own methods; the rest of the step is waiting and communicatio
 report takes the measured bubble."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-from trainscale.workloads import registry as workload_registry
-
-from trainscale.scaling.runtime.distributed import DistContext
-from trainscale.scaling.spec import RunSpec
-from trainscale.scaling.strategies.mesh import Layout
-from trainscale.scaling.strategies.fsdp import shard_data_parallel
 from trainscale.scaling.runtime.measure import BusyTimer
+from trainscale.scaling.strategies.base import Strategy, make_optimizer
+from trainscale.scaling.strategies.fsdp import shard_data_parallel
+from trainscale.scaling.strategies.mesh import Degrees, Layout
+from trainscale.workloads.registry import WORKLOADS
 
-SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+if TYPE_CHECKING:
+    from trainscale.scaling.runtime.distributed import DistContext
+    from trainscale.scaling.spec import RunSpec
 
 
-class PipelineStrategy:
+class PipelineStrategy(Strategy):
+    name = "pp"
+    summary = ("pipeline parallel: equal consecutive groups of blocks per stage, GPipe or 1F1B over "
+               "--microbatches")
+    built_on = "torch.distributed.pipelining (PipelineStage, ScheduleGPipe, Schedule1F1B)"
+    dims = ("dp", "pp")
+    workload_split = "pp"
     extra_sample_columns = ("busy_s",)
 
+    def validate(self, spec: RunSpec) -> Degrees:
+        degrees = super().validate(spec)
+        if degrees.pp < 2:
+            raise ValueError(f"parallel 'pp' needs at least 2 pipeline stages, got pp {degrees.pp} "
+                             f"(world size {spec.world_size})")
+        pipe = spec.pipeline
+        if spec.batch_size % pipe.microbatches:
+            raise ValueError(f"pipeline.microbatches ({pipe.microbatches}) does not divide the per-rank batch size "
+                             f"({spec.batch_size})")
+        if pipe.schedule == "1f1b" and pipe.microbatches < degrees.pp:
+            raise ValueError(f"pipeline.microbatches ({pipe.microbatches}) must be at least the number of stages "
+                             f"pp ({degrees.pp}) for the 1F1B schedule")
+        return degrees
+
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
-        from trainscale.scaling.strategies.base import make_optimizer
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
         degrees = spec.degrees
         self.layout = Layout(degrees, ctx.rank)
-        workload = workload_registry.get(spec.workload)
+        workload = WORKLOADS.get(spec.workload)
         mesh = init_device_mesh(ctx.device.type, (degrees.pp, degrees.dp), mesh_dim_names=("pp", "dp"))
         stage_index, stages = self.layout.pp_rank, degrees.pp
         self.is_first, self.is_last = stage_index == 0, stage_index == stages - 1
@@ -49,7 +68,8 @@ class PipelineStrategy:
         self.stage = PipelineStage(model, stage_index, stages, ctx.device, group=mesh["pp"].get_group())
         self.stage.forward_one_chunk = self.timer.wrap(self.stage.forward_one_chunk)
         self.stage.backward_one_chunk = self.timer.wrap(self.stage.backward_one_chunk)
-        self.schedule = SCHEDULE_CLASSES[spec.pipeline.schedule](
+        schedules = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+        self.schedule = schedules[spec.pipeline.schedule](
             self.stage, n_microbatches=spec.pipeline.microbatches, loss_fn=self.timer.wrap(loss_fn))
         self._busy_s = 0.0
 

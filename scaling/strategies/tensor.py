@@ -3,20 +3,19 @@ DeviceMesh (Megatron-style column/row sharding with DTensor). With a data-parall
 this is 2D parallelism as torchtitan does it: TP inside, FSDP2 over the "dp" dimension."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor.parallel import parallelize_module
 
-from trainscale.workloads import registry as workload_registry
-
-from trainscale.scaling.runtime.distributed import DistContext
-from trainscale.scaling.spec import RunSpec
-from trainscale.scaling.strategies.base import WholeModelStep
-from trainscale.scaling.strategies.mesh import Layout
+from trainscale.scaling.strategies.base import WholeModelStep, make_optimizer
 from trainscale.scaling.strategies.fsdp import shard_data_parallel
+from trainscale.scaling.strategies.mesh import Degrees, Layout
+from trainscale.workloads.registry import WORKLOADS
+
+if TYPE_CHECKING:
+    from trainscale.scaling.runtime.distributed import DistContext
+    from trainscale.scaling.spec import RunSpec
 
 
 def param_groups(model: nn.Module) -> list[dict]:
@@ -44,17 +43,31 @@ def reshard_gradients_like_parameters(model: nn.Module) -> None:
 
 
 class TensorParallelStrategy(WholeModelStep):
+    name = "tp"
+    summary = ("tensor parallel: q, k, v, MLP-in column-wise; projections row-wise; embedding and head over "
+               "the vocabulary")
+    built_on = "parallelize_module over the tp dimension of a DeviceMesh"
+    dims = ("dp", "tp")
+    workload_split = "tp"
+
+    def validate(self, spec: RunSpec) -> Degrees:
+        degrees = super().validate(spec)
+        if degrees.tp < 2:
+            raise ValueError(f"parallel 'tp' needs a tensor-parallel degree of at least 2, got tp {degrees.tp} "
+                             f"(world size {spec.world_size})")
+        return degrees
+
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
-        from trainscale.scaling.strategies.base import make_optimizer
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor.parallel import parallelize_module
 
         degrees = spec.degrees
         self.layout = Layout(degrees, ctx.rank)
-        workload = workload_registry.get(spec.workload)
+        workload = WORKLOADS.get(spec.workload)
         mesh = init_device_mesh(ctx.device.type, (degrees.dp, degrees.tp), mesh_dim_names=("dp", "tp"))
         model = model.to(ctx.device)
         parallelize_module(model, mesh["tp"], workload.tensor_parallel_plan(model))
-        if hasattr(workload, "retie"):
-            workload.retie(model)
+        workload.retie(model)
         if degrees.dp > 1:
             shard_data_parallel(model, mesh["dp"], workload)  # FSDP2 reduce-scatters into sharded gradients
         else:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
-from trainscale.scaling.runtime.distributed import DistContext
-from trainscale.scaling.spec import RunSpec
+from trainscale.scaling.strategies.base import Strategy, make_optimizer
 from trainscale.scaling.strategies.mesh import Layout
+
+if TYPE_CHECKING:
+    from trainscale.scaling.runtime.distributed import DistContext
+    from trainscale.scaling.spec import RunSpec
 
 
 def extensions_dir() -> Path:
@@ -40,12 +43,12 @@ def deepspeed_config(spec: RunSpec, stage: int) -> dict:
     }
 
 
-class ZeROStrategy:
+class ZeROStrategy(Strategy):
     stage: int = 0
+    built_on = "deepspeed.initialize"
+    requires = ("deepspeed", "DeepSpeed")
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
-        from trainscale.scaling.strategies.base import make_optimizer
-
         os.environ["TORCH_EXTENSIONS_DIR"] = str(extensions_dir())
         import deepspeed
 
@@ -56,8 +59,6 @@ class ZeROStrategy:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=client, config=deepspeed_config(spec, self.stage), dist_init_required=False)
         self.model = self.engine
-        # The torch optimizer that steps DeepSpeed's fp32 partitions (what the state count looks at).
-        self.stepping_optimizer = getattr(self.optimizer, "optimizer", None)
         self.loss_fn = loss_fn
 
     def forward_backward(self, inputs: Any, targets: Any) -> torch.Tensor:
@@ -68,14 +69,22 @@ class ZeROStrategy:
     def optimizer_step(self) -> None:
         self.engine.step()  # steps the optimizer and zeroes the gradients
 
+    @property
+    def stepping_optimizer(self) -> torch.optim.Optimizer:
+        """The torch optimizer that steps DeepSpeed's fp32 partitions (what the state count looks at)."""
+        return getattr(self.optimizer, "optimizer", None) or self.optimizer
+
 
 class ZeRO1Strategy(ZeROStrategy):
-    stage = 1
+    name, stage = "zero1", 1
+    summary = "DeepSpeed ZeRO stage 1: optimizer state partitioned over data-parallel ranks"
 
 
 class ZeRO2Strategy(ZeROStrategy):
-    stage = 2
+    name, stage = "zero2", 2
+    summary = "DeepSpeed ZeRO stage 2: optimizer state and gradients partitioned"
 
 
 class ZeRO3Strategy(ZeROStrategy):
-    stage = 3
+    name, stage = "zero3", 3
+    summary = "DeepSpeed ZeRO stage 3: optimizer state, gradients and parameters partitioned"
