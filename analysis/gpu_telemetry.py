@@ -23,6 +23,7 @@ import numpy as np
 from trainscale.scaling.results import schema
 from trainscale.analysis.energy import BOUNDARY, window_energy
 from trainscale.scaling.results.files import read_json
+from trainscale.scaling.results.records import GPU_SAMPLE_FIELDS
 
 # NVML clock-event (throttle) reasons that mean the GPU ran slower than it could (nvml.h bit values).
 THROTTLE_REASONS = {
@@ -32,8 +33,7 @@ THROTTLE_REASONS = {
     0x40: "hardware thermal slowdown",
     0x80: "hardware power brake",
 }
-SAMPLE_FIELDS = ("t", "gpu", "util_pct", "mem_util_pct", "mem_used_bytes", "power_w", "sm_clock_mhz",
-                 "mem_clock_mhz", "temp_c", "clock_event_mask", "energy_mj")
+SAMPLE_FIELDS = GPU_SAMPLE_FIELDS
 
 
 def write_samples(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -184,7 +184,7 @@ def _pids(run_dir: Path) -> set[int]:
 
 def report_rows(runs: list) -> list[dict]:
     """Per ok run (analysis.runs.Run): GPU telemetry, energy, threats and MFU, from its raw files."""
-    from trainscale.analysis.parallel import parallel_summary
+    from trainscale.analysis.strategies import parallel_summary
     from trainscale.analysis.runs import load_rank_samples, run_metrics
 
     rows = []

@@ -1,13 +1,7 @@
-"""A drill's record: the figures of analysis/recovery.py gathered into the run's summary.json (keys
-drill, recovery, checkpoint, goodput, intervals; analysis/drills.py reads them), a markdown report
-and a timeline plot in the run folder.
-
-summary.json contract (keep the keys):
-  drill      {fault, engine, at_step, at_time_s, rank, max_restarts, fired, ...}
-  recovery   [{detection_s, restart_s, rendezvous_s, restore_s, lost_work_s, total_s, ...}]
-  checkpoint {save_s_mean, save_s_samples, bytes, every_steps, async, ...}
-  goodput    {ettr, badput_s: {category: seconds}, wall_s, productive_s}
-  intervals  {mtbf_s, save_s, young_s, daly_s}
+"""A drill: its checks (the recovery engine against the fault kind), running it, and its record: the
+figures of analysis/recovery.py gathered into a DrillRecord (scaling/results/records.py) whose keys are
+merged into the run's summary.json (analysis/drills.py reads them), a markdown report and a timeline
+plot in the run folder.
 """
 from __future__ import annotations
 
@@ -17,6 +11,7 @@ from typing import Any
 from trainscale.scaling.results import schema
 from trainscale.analysis.eventlog import all_of, mono_s, read_events
 from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
+from trainscale.scaling.results.records import DrillRecord
 from trainscale.analysis.recovery import checkpoint_figures, goodput, recovery_timelines, straggler
 from trainscale.analysis.reliability import daly_interval_s, young_interval_s
 from trainscale.faults.kinds import FAULT_KINDS
@@ -51,44 +46,41 @@ def run(spec: RunSpec, engine_label: str, mtbf_s: float, draw: dict | None,
     return outcome, record(outcome.run_dir, drill_summary(outcome.run_dir, spec, engine_label, mtbf_s, draw))
 
 
-def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float, draw: dict | None = None) -> dict:
+def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float,
+                  draw: dict | None = None) -> DrillRecord:
     run_dir = Path(run_dir)
     events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
     faults = all_of(events, schema.EVENT_FAULT)
     f = spec.fault
-    out: dict = {"drill": {"fault": f.kind, "engine": engine_label,
-                           "launcher": spec.launcher, "max_restarts": spec.launch.max_restarts, "rank": f.rank,
-                           "node": f.node if f.kind == "kill-node" else None, "nodes": spec.nodes,
-                           "at_step": f.at_step if f.at_time_s < 0 else None,
-                           "at_time_s": f.at_time_s if f.at_time_s >= 0 else None,
-                           "detect_timeout_s": f.detect_timeout_s or None, "random_draw": draw,
-                           "fired": bool(faults), "fired_at_step": int(faults[0]["metadata"]["step"]) if faults else None,
-                           "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}}
-    out["recovery"] = recovery_timelines(run_dir) if events else []
-    out["checkpoint"] = checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save) \
-        if events else {}
-    try:
-        out["goodput"] = goodput(run_dir)
-    except (ValueError, OSError) as e:
-        out["goodput"] = {"ettr": None, "badput_s": {}, "note": str(e)}
-    save_s = out["checkpoint"].get("save_s_mean")
-    out["intervals"] = {"mtbf_s": mtbf_s, "save_s": save_s,
-                        "young_s": young_interval_s(save_s, mtbf_s) if save_s else None,
-                        "daly_s": daly_interval_s(save_s, mtbf_s) if save_s else None}
-    if FAULT_KINDS.get(f.kind).straggler and faults:
-        out["straggler"] = {**straggler(run_dir, f.rank, int(faults[0]["metadata"]["step"])),
-                            "slow_factor": f.slow_factor}
+    drill = {"fault": f.kind, "engine": engine_label, "launcher": spec.launcher,
+             "max_restarts": spec.launch.max_restarts, "rank": f.rank,
+             "node": f.node if FAULT_KINDS.get(f.kind).targets_node else None, "nodes": spec.nodes,
+             "at_step": f.at_step if f.at_time_s < 0 else None, "at_time_s": f.at_time_s if f.at_time_s >= 0 else None,
+             "detect_timeout_s": f.detect_timeout_s or None, "random_draw": draw, "fired": bool(faults),
+             "fired_at_step": int(faults[0]["metadata"]["step"]) if faults else None,
+             "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}
     if faults and "corrupted" in faults[0]["metadata"]:
-        out["drill"]["corrupted"] = faults[0]["metadata"]["corrupted"]
+        drill["corrupted"] = faults[0]["metadata"]["corrupted"]
+    checkpoint = checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save) if events else {}
+    try:
+        good = goodput(run_dir)
+    except (ValueError, OSError) as e:
+        good = {"ettr": None, "badput_s": {}, "note": str(e)}
+    save_s = checkpoint.get("save_s_mean")
+    out = DrillRecord(drill=drill, recovery=recovery_timelines(run_dir) if events else [], checkpoint=checkpoint,
+                      goodput=good, intervals={"mtbf_s": mtbf_s, "save_s": save_s,
+                                               "young_s": young_interval_s(save_s, mtbf_s) if save_s else None,
+                                               "daly_s": daly_interval_s(save_s, mtbf_s) if save_s else None})
+    if FAULT_KINDS.get(f.kind).straggler and faults:
+        out.straggler = {**straggler(run_dir, f.rank, int(faults[0]["metadata"]["step"])), "slow_factor": f.slow_factor}
     return out
 
 
-def record(run_dir: Path, drill: dict) -> dict:
+def record(run_dir: Path, drill: DrillRecord) -> dict:
     """Merge the drill's keys into summary.json and write the report; the merged summary."""
-    summary = read_json(run_dir / schema.SUMMARY)
-    summary.update(drill)
+    summary = {**read_json(run_dir / schema.SUMMARY), **drill.to_dict()}
     write_json_atomic(run_dir / schema.SUMMARY, summary)
-    timeline_plot(run_dir, drill, run_dir / TIMELINE_PNG)
+    timeline_plot(run_dir, summary, run_dir / TIMELINE_PNG)
     write_text_atomic(run_dir / REPORT, report_markdown(summary))
     return summary
 

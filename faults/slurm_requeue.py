@@ -108,8 +108,8 @@ def run_attempt(attempt: Attempt, spec: RunSpec, max_requeues: int, mtbf_s: floa
     attempts = attempt_dirs(attempt.out, attempt.job)
     merge_attempts(attempts, attempt.job_folder)
     drill = drill_summary(attempt.job_folder, spec, ENGINE, mtbf_s, draw)
-    drill["drill"].update(engine_facts(max_requeues, attempts))
-    for r, phases in zip(drill["recovery"], requeue_phases(attempts)):
+    drill.drill.update(engine_facts(max_requeues, attempts))
+    for r, phases in zip(drill.recovery, requeue_phases(attempts)):
         r["slurm_requeue"] = phases  # restart_s split: to the requeue, Slurm's wait and start, torchrun's spawn
     return AttemptResult(outcome, requeued=False, summary=record(attempt.job_folder, drill))
 

@@ -23,11 +23,13 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainscale.scaling.results import schema
+from trainscale.scaling.results.records import RankInfo
 from trainscale.scaling.results.collectives import COLLECTIVES, Buffers, CollectiveOp
 from trainscale.scaling.results.files import read_json, write_json_atomic
 
 from trainscale.scaling import provenance
 from trainscale.scaling.comm.spec import DTYPES, CommSpec, pattern_modulus
+from trainscale.scaling.runtime.progress_file import ProgressFile
 from trainscale.scaling.runtime.distributed import DistContext, init_from_env, shutdown
 
 
@@ -134,19 +136,6 @@ def check(fn: Callable[[], None], b: OpBuffers, ctx: DistContext, root: int, mod
 # ---------------------------------------------------------------------------------------------
 
 
-class Progress:
-    """Rank 0 tells the launcher how far it is (the same progress file as training runs)."""
-
-    def __init__(self, out: Path, enabled: bool, total: int) -> None:
-        self.path, self.enabled, self.total, self._last = out / schema.PROGRESS, enabled, total, 0.0
-
-    def update(self, done: int, phase: str) -> None:
-        now = time.monotonic()
-        if self.enabled and (now - self._last >= 0.5 or done == self.total):
-            write_json_atomic(self.path, {"step": done, "steps": self.total, "phase": phase})
-            self._last = now
-
-
 def human_bytes(n: int) -> str:
     for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
         if n >= size and n % size == 0:
@@ -161,7 +150,7 @@ def run(spec: CommSpec, ctx: DistContext, out: Path) -> list[dict]:
     final = schema.samples_path(out, ctx.rank)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_suffix(".csv.partial")
-    progress = Progress(out, ctx.is_main, len(ops) * len(sizes))
+    progress = ProgressFile(out, ctx.is_main, len(ops) * len(sizes))
     checks: list[dict] = []
     with open(partial, "w", newline="") as f:
         writer = csv.writer(f)
@@ -204,11 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(threads)
     ctx = init_from_env(spec.backend, timeout_s=spec.timeout_s)
     checks = run(spec, ctx, args.out)
-    write_json_atomic(schema.rank_info_path(args.out, ctx.rank), {
-        "rank": ctx.rank, "local_rank": ctx.local_rank, "world_size": ctx.world_size, "pid": os.getpid(),
-        "threads": threads, "device": str(ctx.device), "backend": ctx.backend, "checks": checks,
-        **provenance.host_facts(),
-    })
+    info = RankInfo(rank=ctx.rank, local_rank=ctx.local_rank, world_size=ctx.world_size, pid=os.getpid(),
+                    threads=threads, device=str(ctx.device), backend=ctx.backend, **provenance.host_facts(),
+                    extra={"checks": checks})
+    write_json_atomic(schema.rank_info_path(args.out, ctx.rank), info.to_dict())
     shutdown()
 
 

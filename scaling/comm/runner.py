@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainscale.scaling.results import schema
+from trainscale.scaling.results.records import CommSummary
 from trainscale.analysis.comm_report import write_comm_report
 from trainscale.scaling.results.files import read_json, write_json_atomic
 from trainscale.launchers.base import LaunchResult, agent_env, core_facts, run_agent, threads_per_rank
@@ -100,8 +101,8 @@ def execute_comm(spec: CommSpec, observer: RunObserver | None = None) -> CommOut
     write_json_atomic(comm_dir / schema.COMM_CONFIG, config)
     prov = comm_provenance(config)
     write_json_atomic(comm_dir / schema.PROVENANCE, prov)
-    write_json_atomic(comm_dir / schema.SUMMARY, {"status": schema.STATUS_STARTED, "kind": "comm",
-                                                  "run_id": comm_dir.name, "started_utc": prov["time_utc"]})
+    write_json_atomic(comm_dir / schema.SUMMARY, CommSummary(status=schema.STATUS_STARTED, run_id=comm_dir.name,
+                                                             started_utc=prov["time_utc"]).to_dict())
     t0 = time.monotonic()
     launches: dict[int, LaunchResult] = {}
     try:
@@ -114,9 +115,9 @@ def execute_comm(spec: CommSpec, observer: RunObserver | None = None) -> CommOut
                 observer.run_finished(label, {"status": schema.STATUS_OK if r.ok else schema.STATUS_FAILED,
                                               "reason": r.reason, "wall_s": r.wall_s})
     except KeyboardInterrupt:
-        write_json_atomic(comm_dir / schema.SUMMARY, {
-            "status": schema.STATUS_FAILED, "kind": "comm", "run_id": comm_dir.name,
-            "reason": "interrupted by the user (Ctrl-C)", "wall_s": time.monotonic() - t0})
+        write_json_atomic(comm_dir / schema.SUMMARY, CommSummary(
+            status=schema.STATUS_FAILED, run_id=comm_dir.name, reason="interrupted by the user (Ctrl-C)",
+            wall_s=time.monotonic() - t0).to_dict())
         raise
     doc = write_comm_report(comm_dir, {n: {"ok": r.ok, "reason": r.reason} for n, r in launches.items()})
     ok, reason = _verdict(doc, launches)
@@ -125,21 +126,12 @@ def execute_comm(spec: CommSpec, observer: RunObserver | None = None) -> CommOut
                                 for p in (schema.comm_world_dir(comm_dir, n) / schema.RANKS_DIR).glob("rank*.json")}
                                - {None})
     write_json_atomic(comm_dir / schema.PROVENANCE, prov)
-    summary = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "kind": "comm",
-        "status": schema.STATUS_OK if ok else schema.STATUS_FAILED,
-        "reason": reason,
-        "run_id": comm_dir.name,
-        "ops": spec.ops,
-        "world_sizes": spec.nproc,
-        "dtype": spec.dtype,
-        "backend": spec.backend,
-        "wall_s": time.monotonic() - t0,
-        "wrong_total": doc["wrong_total"],
-        "launches": {str(n): {"ok": r.ok, "reason": r.reason, "wall_s": r.wall_s, "failures": r.failures,
-                              **{k: v for k, v in r.facts.items() if k != "command"}}
-                     for n, r in launches.items()},
-    }
+    summary = CommSummary(
+        status=schema.STATUS_OK if ok else schema.STATUS_FAILED, reason=reason, run_id=comm_dir.name, ops=spec.ops,
+        world_sizes=spec.nproc, dtype=spec.dtype, backend=spec.backend, wall_s=time.monotonic() - t0,
+        wrong_total=doc["wrong_total"],
+        launches={str(n): {"ok": r.ok, "reason": r.reason, "wall_s": r.wall_s, "failures": r.failures,
+                           **{k: v for k, v in r.facts.items() if k != "command"}}
+                  for n, r in launches.items()}).to_dict()
     write_json_atomic(comm_dir / schema.SUMMARY, summary)
     return CommOutcome(comm_dir, summary, doc)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from trainscale.scaling.results import schema
+from trainscale.scaling.results.records import RunSummary
 from trainscale.scaling.results.files import read_json, write_json_atomic
 from trainscale.analysis.gpu_telemetry import run_gpu_summary
-from trainscale.analysis.parallel import parallel_summary
+from trainscale.analysis.strategies import parallel_summary
 from trainscale.analysis.runs import load_rank_samples, run_metrics
 from trainscale.analysis.tta import run_tta
 
@@ -51,54 +52,43 @@ def rank_infos(run_dir: Path) -> list[dict]:
     return [read_json(Path(p)) for p in sorted(glob.glob(str(run_dir / schema.RANKS_DIR / "rank*.json")))]
 
 
+def _identity(spec: RunSpec) -> dict:
+    """What a summary says of the run whatever its outcome."""
+    return dict(workload=spec.workload, parallel=spec.parallel, launcher=spec.launcher, nodes=spec.nodes,
+                nproc=spec.nproc, world_size=spec.world_size, batch_size_per_rank=spec.batch_size,
+                global_batch=spec.global_batch, data_kind=spec.data.kind, precision=spec.precision,
+                **({"target_accuracy": spec.target_accuracy} if spec.is_tta else {}))
+
+
 def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s: float,
-              failures: list[dict], launch_facts: dict) -> dict:
-    summary: dict = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "status": schema.STATUS_OK if ok else schema.STATUS_FAILED,
-        "reason": reason,
-        "run_id": run_dir.name,
-        "workload": spec.workload,
-        "parallel": spec.parallel,
-        "launcher": spec.launcher,
-        "nodes": spec.nodes,
-        "nproc": spec.nproc,
-        "world_size": spec.world_size,
-        "batch_size_per_rank": spec.batch_size,
-        "global_batch": spec.global_batch,
-        "data_kind": spec.data.kind,
-        "precision": spec.precision,
-        "wall_s": wall_s,
-        "launch": {k: v for k, v in launch_facts.items() if k != "command"},
-        "failures": failures,
-    }
+              failures: list[dict], launch_facts: dict) -> RunSummary:
+    s = RunSummary(status=schema.STATUS_OK if ok else schema.STATUS_FAILED, run_id=run_dir.name, reason=reason,
+                   wall_s=wall_s, launch={k: v for k, v in launch_facts.items() if k != "command"},
+                   failures=failures, **_identity(spec))
+    if not ok:
+        return s
+    infos = rank_infos(run_dir)
     if spec.is_tta:
-        summary["target_accuracy"] = spec.target_accuracy
-    if ok:
-        infos = rank_infos(run_dir)
-        if spec.is_tta:
-            try:
-                summary["tta"] = run_tta(run_dir, spec.target_accuracy).to_dict()
-            except (ValueError, OSError, KeyError) as e:
-                summary.update(status=schema.STATUS_FAILED, reason=f"event log unusable: {e}")
-                return summary
         try:
-            summary["metrics"] = run_metrics(load_rank_samples(run_dir))
-        except (ValueError, OSError) as e:
-            if not spec.is_tta:
-                summary.update(status=schema.STATUS_FAILED, reason=f"samples unusable: {e}")
-                return summary
-            # A TTA run that reached its target within the warmup steps has no throughput window.
-            summary["metrics"] = None
-            summary["metrics_note"] = f"no throughput figures: {e}"
-        summary["init_s"] = max((i["init_s"] for i in infos), default=None)
-        summary["sample_unit"] = infos[0]["sample_unit"] if infos else "samples"
-        summary["parallelism"] = parallel_summary(run_dir, summary["metrics"])
-        metrics = summary["metrics"]
-        window_samples = metrics["global_batch"] * metrics["measured_steps"] if metrics else None
-        summary["gpu"] = run_gpu_summary(run_dir, window_samples, summary["sample_unit"],
-                                         {int(i["pid"]) for i in infos if i.get("pid") is not None})
-    return summary
+            s.tta = run_tta(run_dir, spec.target_accuracy).to_dict()
+        except (ValueError, OSError, KeyError) as e:
+            s.status, s.reason = schema.STATUS_FAILED, f"event log unusable: {e}"
+            return s
+    try:
+        s.metrics = run_metrics(load_rank_samples(run_dir))
+    except (ValueError, OSError) as e:
+        if not spec.is_tta:
+            s.status, s.reason = schema.STATUS_FAILED, f"samples unusable: {e}"
+            return s
+        # A TTA run that reached its target within the warmup steps has no throughput window.
+        s.metrics, s.metrics_note = None, f"no throughput figures: {e}"
+    s.init_s = max((i["init_s"] for i in infos), default=None)
+    s.sample_unit = infos[0]["sample_unit"] if infos else "samples"
+    s.parallelism = parallel_summary(run_dir, s.metrics)
+    window_samples = s.metrics["global_batch"] * s.metrics["measured_steps"] if s.metrics else None
+    s.gpu = run_gpu_summary(run_dir, window_samples, s.sample_unit,
+                            {int(i["pid"]) for i in infos if i.get("pid") is not None})
+    return s
 
 
 def execute(spec: RunSpec, run_dir: Path | None = None, observer: RunObserver | None = None,
@@ -140,8 +130,8 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
     write_json_atomic(run_dir / schema.CONFIG, config)
     prov = provenance.collect(config)
     write_json_atomic(run_dir / schema.PROVENANCE, prov)
-    write_json_atomic(run_dir / schema.SUMMARY, {"status": schema.STATUS_STARTED, "run_id": run_dir.name,
-                                                 "started_utc": prov["time_utc"]})
+    write_json_atomic(run_dir / schema.SUMMARY, RunSummary(status=schema.STATUS_STARTED, run_id=run_dir.name,
+                                                           started_utc=prov["time_utc"], **_identity(spec)).to_dict())
     t0 = time.monotonic()
     try:
         result = launcher.launch(spec, run_dir, on_progress)
@@ -149,9 +139,9 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
     except KeyboardInterrupt:
         ok, reason, failures, facts = False, "interrupted by the user (Ctrl-C)", [], {}
         write_json_atomic(run_dir / schema.SUMMARY, summarise(spec, run_dir, ok, reason, time.monotonic() - t0,
-                                                             failures, facts))
+                                                             failures, facts).to_dict())
         raise
-    summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts)
+    summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts).to_dict()
     prov["launch"] = facts
     prov["ranks"] = [{k: i.get(k) for k in ("rank", "node_rank", "local_rank", "hostname", "node_name", "addresses", "pid",
                                               "threads", "device", "cpu_model", "cores", "memory_bytes")}

@@ -12,10 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainscale.scaling.results import schema
 from trainscale.analysis.scaling import SCALING_MODES, STRONG
-
+from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import write_json_atomic
+from trainscale.scaling.results.records import SweepEntry, SweepIndex
 
 from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
 from trainscale.scaling.orchestration.runner import RunObserver, execute
@@ -86,30 +86,20 @@ def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path 
     out = Path(out or base.out)
     strategies = list(dict.fromkeys(p.spec.parallel for p in points)) or [base.parallel]
     sweep_dir = new_run_dir(out, f"{timestamp()}-sweep-{base.workload}-{'+'.join(strategies)}")
-    index = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "kind": "sweep",
-        "scaling": mode,
-        "workload": base.workload,
-        "parallel": ",".join(strategies),
-        "status": "running",
-        "runs": [],
-    }
-    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
+    index = SweepIndex(scaling=mode, workload=base.workload, parallel=",".join(strategies), status="running")
+    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
     for point in points:
         s = point.spec
         label = f"{s.nodes}x{s.nproc} (world {s.world_size}) repeat {point.repeat}"
         if len(strategies) > 1:
             label = f"{s.parallel} {label}"
         outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, observer, label)
-        index["runs"].append({
-            "name": point.name, "path": f"{schema.SWEEP_RUNS_DIR}/{point.name}", "parallel": s.parallel,
-            "degrees": dataclasses.asdict(s.degrees), "nodes": s.nodes,
-            "nproc": s.nproc, "world_size": s.world_size, "repeat": point.repeat, "seed": s.seed,
-            "batch_size_per_rank": s.batch_size, "global_batch": s.global_batch,
-            "status": outcome.summary["status"], "reason": outcome.summary.get("reason"),
-        })
-        write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
-    index["status"] = "done"
-    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index)
+        index.runs.append(SweepEntry(
+            name=point.name, path=f"{schema.SWEEP_RUNS_DIR}/{point.name}", parallel=s.parallel,
+            degrees=dataclasses.asdict(s.degrees), nodes=s.nodes, nproc=s.nproc, world_size=s.world_size,
+            repeat=point.repeat, seed=s.seed, batch_size_per_rank=s.batch_size, global_batch=s.global_batch,
+            status=outcome.summary["status"], reason=outcome.summary.get("reason")))
+        write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
+    index.status = "done"
+    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
     return sweep_dir

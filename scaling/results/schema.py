@@ -1,19 +1,22 @@
-"""The results folder: file names and record layouts shared by the writers and the analysis.
+"""The results folder: its layout, file names, sample columns, event keys and statuses, shared by
+the writers (the runtime, orchestration) and the readers (analysis). The JSON records are typed in
+records.py; SCHEMA_VERSION is written into each.
 
 A run folder holds:
     config.json        the fully resolved run spec
-    provenance.json    where and with what the run was made (METHOD.md "Provenance")
+    provenance.json    where and with what the run was made (docs/method.md "Provenance")
     events.log         MLPerf ``:::MLLOG {json}`` lines from rank 0
     samples/rankNNNNN.csv   one row per step per rank (raw timings, never aggregated)
-    ranks/rankNNNNN.json    per-rank facts (host, pid, threads, device, init time)
+    ranks/rankNNNNN.json    per-rank facts (records.RankInfo: host, pid, threads, device, init time ...)
     logs/              launcher and worker output
     telemetry/nodeNNNNN.json  GPU telemetry of a node (or "no GPU telemetry" and why); .csv: its samples
-    summary.json       status and the metrics computed from the samples; written last
+    summary.json       records.RunSummary: status and the metrics computed from the samples; written last
+                       (a drill adds records.DrillRecord's keys)
 
-A sweep folder holds ``sweep.json`` (the index) and ``runs/<run-id>/``.
+A sweep folder holds ``sweep.json`` (records.SweepIndex) and ``runs/<run-id>/``.
 
 A comm folder (``trainscale comm``) holds ``comm_config.json`` (the resolved CommSpec),
-provenance.json, summary.json, ``comm_results.json`` (per-size rows and alpha-beta fits, recomputable
+provenance.json, summary.json (records.CommSummary), ``comm_results.json`` (per-size rows and alpha-beta fits, recomputable
 from the raw files), ``comm_table.txt``, ``busbw.png`` and, per world size, ``npN/`` with
 ``samples/rankNNNNN.csv`` (every timed iteration), ``ranks/rankNNNNN.json`` (per-rank facts and
 correctness checks) and ``logs/``.
@@ -79,7 +82,7 @@ COMM_SAMPLE_COLUMNS = ("op", "bytes", "count", "iteration", "time_s")
 EVENT_TARGET_ACCURACY = "ts_target_accuracy"  # value: the quality target of a time-to-accuracy run
 EVENT_EVAL_CADENCE = "ts_eval_cadence"  # value: {"every_epochs": E} or {"every_steps": S}
 EVENT_MAX_EPOCHS = "ts_max_epochs"
-# Checkpoints, faults and recovery (faults/, scaling/checkpointing.py; read by analysis/recovery.py)
+# Checkpoints, faults and recovery (faults/, scaling/runtime/checkpoint_schedule.py; read by analysis/recovery.py)
 EVENT_ATTEMPT = "ts_attempt"  # value: TORCHELASTIC_RESTART_COUNT; metadata: process_start/main/pg_ready mono_s
 EVENT_FAULT = "ts_fault"  # value: the fault kind; metadata: rank, step (written by the faulty rank)
 EVENT_CKPT_RESTORE = "ts_checkpoint_restore"  # start/end; end value: the step resumed at

@@ -13,29 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-THREAT_REASONS = {  # clock-event reasons that mean the GPU ran slower than it could
-    "nvmlClocksEventReasonSwPowerCap": "software power cap",
-    "nvmlClocksEventReasonHwSlowdown": "hardware slowdown",
-    "nvmlClocksEventReasonSwThermalSlowdown": "software thermal slowdown",
-    "nvmlClocksEventReasonHwThermalSlowdown": "hardware thermal slowdown",
-    "nvmlClocksEventReasonHwPowerBrakeSlowdown": "hardware power brake",
-}
-
-
-@dataclass
-class GpuSample:
-    t: float  # monotonic seconds on this node
-    gpu: int
-    util_pct: float | None
-    mem_util_pct: float | None
-    mem_used_bytes: int | None
-    power_w: float | None
-    sm_clock_mhz: int | None
-    mem_clock_mhz: int | None
-    temp_c: float | None
-    clock_event_mask: int | None
-    energy_mj: int | None  # NVML total energy since driver load; None where unsupported
-
+from trainscale.scaling.results.records import GpuSample
 
 @dataclass
 class Mark:
@@ -190,19 +168,6 @@ class GpuTelemetry:
                  "max_sm_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
                  "energy_counter": self._energy(h) is not None}
                 for i, h in enumerate(self._handles)]
-
-    def threat_reasons(self) -> dict[str, float]:
-        """Share of samples in which each slowdown reason was active."""
-        nv = self._nv
-        masks = [s.clock_event_mask for s in self.samples if s.clock_event_mask is not None]
-        out = {}
-        for attr, label in THREAT_REASONS.items():
-            bit = getattr(nv, attr, None)
-            if bit and masks:
-                share = sum(1 for m in masks if m & bit) / len(masks)
-                if share > 0:
-                    out[label] = share
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": [asdict(s) for s in self.samples], "marks": [asdict(m) for m in self.marks]}

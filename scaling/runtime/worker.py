@@ -1,10 +1,10 @@
 """The per-rank benchmark loop. Started by a launcher (torchrun, Ray, Slurm) as
 ``python -m trainscale.scaling.runtime.worker --run-dir DIR``; reads DIR/config.json.
 
-A run with a target_accuracy is a time-to-accuracy run (scaling/tta_loop.py); otherwise a throughput
+A run with a target_accuracy is a time-to-accuracy run (scaling/runtime/tta_loop.py); otherwise a throughput
 run of a fixed number of steps (train() below).
 
-Timing rules (METHOD.md): monotonic clock on each rank; init (process start to the end of model and
+Timing rules (docs/method.md): monotonic clock on each rank; init (process start to the end of model and
 data set-up) is timed apart from training; warmup steps are recorded but excluded from the measured
 window; a barrier aligns the ranks where the measured window starts; every step's data, compute
 (forward + backward, gradient communication included) and optimizer time is kept per rank.
@@ -22,19 +22,20 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainscale.scaling.results import schema
+from trainscale.scaling.results.records import RankInfo
 from trainscale.scaling.results.files import read_json, write_json_atomic
 from trainscale.faults.inject import restart_count
 from trainscale.workloads.data import sharded_loader
 
 from trainscale.scaling import provenance
-from trainscale.scaling.runtime.checkpointing import RunCheckpoints
+from trainscale.scaling.runtime.checkpoint_schedule import RunCheckpoints
 from trainscale.scaling.runtime.distributed import DistContext, device_name, init_from_env, shutdown
 from trainscale.scaling.runtime.events import EventLog, mlc
+from trainscale.scaling.runtime.progress_file import ProgressFile
 from trainscale.scaling.runtime.recorder import SampleRecorder
 from trainscale.scaling.spec import RunSpec, from_dict
 from trainscale.scaling.runtime.step import TimedStep, set_up
 
-PROGRESS_INTERVAL_S = 0.5
 EVENT_ATTEMPT = schema.EVENT_ATTEMPT
 
 
@@ -46,19 +47,6 @@ def process_age_s() -> float | None:
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-
-
-class Progress:
-    """Rank 0 tells the launcher how far it is, at most every PROGRESS_INTERVAL_S."""
-
-    def __init__(self, run_dir: Path, enabled: bool, total: int) -> None:
-        self.path, self.enabled, self.total, self._last = run_dir / schema.PROGRESS, enabled, total, 0.0
-
-    def update(self, step: int, phase: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.enabled and (force or now - self._last >= PROGRESS_INTERVAL_S):
-            write_json_atomic(self.path, {"step": step, "steps": self.total, "phase": phase})
-            self._last = now
 
 
 def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_main: float) -> dict:
@@ -80,7 +68,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     session.telemetry.mark(schema.MARK_RUN_START)
     step_fn = TimedStep(session, spec, ctx, run_start, run_dir, saver.root if saver else None)
     recorder = SampleRecorder(run_dir, ctx.rank, step_fn.columns)
-    progress = Progress(run_dir, ctx.is_main, spec.steps)
+    progress = ProgressFile(run_dir, ctx.is_main, spec.steps)
     session.memory.loop_starts()
     position = loader.position(start_step)
     stream = loader.batches(position["epoch"], position["batch"])
@@ -137,19 +125,16 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
         "slurm_restart_count": int(os.environ["SLURM_RESTART_COUNT"]) if "SLURM_RESTART_COUNT" in os.environ else None})
     events.start(mlc.INIT_START)
     try:
-        if spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/tta_loop.py)
+        if spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/runtime/tta_loop.py)
             from trainscale.scaling.runtime.tta_loop import train_to_accuracy
 
-            facts = train_to_accuracy(spec, ctx, run_dir, events, t_main, Progress)
+            facts = train_to_accuracy(spec, ctx, run_dir, events, t_main)
         else:
             facts = train(spec, ctx, run_dir, events, t_main)
-        write_json_atomic(schema.rank_info_path(run_dir, ctx.rank), {
-            "rank": ctx.rank, "local_rank": ctx.local_rank, "node_rank": ctx.node_rank,
-            "world_size": ctx.world_size, "pid": os.getpid(), "threads": threads,
-            "device": str(ctx.device), "backend": ctx.backend,
-            "startup_s": startup_s,
-            **facts, **provenance.host_facts(),
-        })
+        info = RankInfo(rank=ctx.rank, local_rank=ctx.local_rank, node_rank=ctx.node_rank, world_size=ctx.world_size,
+                        pid=os.getpid(), threads=threads, device=str(ctx.device), backend=ctx.backend,
+                        startup_s=startup_s, **provenance.host_facts(), extra=facts)
+        write_json_atomic(schema.rank_info_path(run_dir, ctx.rank), info.to_dict())
     finally:
         events.close()
     shutdown()
