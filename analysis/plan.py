@@ -391,31 +391,3 @@ def write_plan(plan: Plan, out_dir: Path) -> Path:
     write_json_atomic(out_dir / "plan.json", plan.to_dict())
     write_text_atomic(out_dir / "plan.md", to_markdown(plan, {k: v.name for k, v in plan.plots.items()}))
     return out_dir / "plan.json"
-
-
-CONSOLE_COLUMNS = (0, 1, 2, 4, 5, 9, 10, 11, 12, 13, 14)  # of plan_table: the rest is in plan.md
-
-
-def print_plan(plan: Plan, console) -> None:
-    from rich.table import Table
-
-    header, rows = plan_table(plan)
-    t = Table(title=f"capacity plan ({plan.mode} scaling, {plan.inputs.gpus_per_node} device(s)/node)")
-    for i in CONSOLE_COLUMNS:
-        t.add_column(header[i], justify="right")
-    for r, row in zip(rows, plan.rows):
-        style = "bold green" if plan.best is row else ("yellow" if row.below_threshold else None)
-        t.add_row(*[r[i] for i in CONSOLE_COLUMNS], style=style)
-    console.print(t)
-    console.print(f"model (fitted): {plan.model.describe()}")
-    if plan.validation:
-        for p in plan.validation.points:
-            line = (f"validation: fitted on {plan.validation.fitted_worlds}, world {p.world_size}: measured "
-                    f"{p.measured_throughput:.4g}, predicted {p.predicted_throughput:.4g} ({p.error_pct:+.1f}%)")
-            if p.comm_error_pct is not None:
-                line += (f"; in collectives measured {p.measured_comm_s * 1e3:.1f} ms, predicted "
-                         f"{p.predicted_comm_s * 1e3:.1f} ms ({p.comm_error_pct:+.1f}%)")
-            console.print(line)
-    console.print(f"recommendation: {f'{plan.best.nodes} node(s)' if plan.best else 'none'} ({plan.best_reason})")
-    for w in plan.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")

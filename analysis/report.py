@@ -15,11 +15,11 @@ from trainscale.analysis import gpu_telemetry, plots
 from trainscale.scaling.results import schema
 from trainscale.analysis.comm_overhead import combine_runs
 from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
-from trainscale.analysis.parallel import StrategyRow, comparison_warnings, strategy_rows
+from trainscale.analysis.strategies import StrategyRow, comparison_warnings, strategy_rows
 from trainscale.analysis.runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
 from trainscale.analysis.scaling import STRONG, WEAK, scaling_points
 from trainscale.analysis.stats import mad_outliers, summarize, t_confidence_interval
-from trainscale.analysis.tta_report import TTASection, build_tta_section, tta_console_table, tta_markdown
+from trainscale.analysis.tta_report import TTASection, build_tta_section, tta_markdown
 
 MIN_MEASURED_STEPS = 10
 
@@ -235,7 +235,7 @@ def _warnings(runs: list[Run], rows: list[SizeRow], env: dict) -> list[str]:
     return w
 
 
-def _fmt(v: float | None, spec: str = ".3f") -> str:
+def fmt(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
 
 
@@ -257,9 +257,9 @@ def to_markdown(rep: Report) -> str:
               "|---:|:---:|---:|---:|---:|:---|---:|---:|---:|---:|"]
     for r in rep.rows:
         lines.append(f"| {r.world_size} | {r.nodes} x {r.nproc} | {r.runs_ok}/{r.runs_ok + r.runs_failed} | "
-                     f"{r.global_batch:g} | {r.throughput:.2f} | [{_fmt(r.ci_low, '.2f')}, {_fmt(r.ci_high, '.2f')}] "
-                     f"| {r.per_device:.2f} | {_fmt(r.speedup, '.3f')} | {_fmt(r.efficiency, '.3f')} | "
-                     f"{_fmt(r.karp_flatt, '.3f')} |")
+                     f"{r.global_batch:g} | {r.throughput:.2f} | [{fmt(r.ci_low, '.2f')}, {fmt(r.ci_high, '.2f')}] "
+                     f"| {r.per_device:.2f} | {fmt(r.speedup, '.3f')} | {fmt(r.efficiency, '.3f')} | "
+                     f"{fmt(r.karp_flatt, '.3f')} |")
     if rep.rows:
         lines += ["", f"CI basis: {rep.rows[0].ci_basis}."]
         flagged = [f"{name} (world {r.world_size})" for r in rep.rows for name in r.outlier_runs]
@@ -313,9 +313,9 @@ def _comm_markdown(rep: Report) -> list[str]:
              "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|"]
     for r in rows:
         c = r.comm
-        lines.append(f"| {r.world_size} | {_fmt(r.efficiency, '.3f')} | {_ms(c['step_time_s'])} | {_ms(c['comm_s'])} | "
+        lines.append(f"| {r.world_size} | {fmt(r.efficiency, '.3f')} | {_ms(c['step_time_s'])} | {_ms(c['comm_s'])} | "
                      f"{_ms(c['exposed_comm_s'])} | [{_ms(c['exposed_ci_low'])}, {_ms(c['exposed_ci_high'])}] | "
-                     f"{_fmt(c['exposed_pct_of_step'], '.1f')} | {_fmt(c['overlap_pct'], '.0f')} | "
+                     f"{fmt(c['exposed_pct_of_step'], '.1f')} | {fmt(c['overlap_pct'], '.0f')} | "
                      f"{c['no_sync_steps']} | {'-' if c['slowest_rank'] is None else c['slowest_rank']} |")
     bases = sorted({r.comm["exposed_ci_basis"] for r in rows} | {r.comm["slowest_rank_basis"] for r in rows
                                                                    if r.comm["slowest_rank_basis"]})
@@ -339,7 +339,7 @@ def _comm_markdown(rep: Report) -> list[str]:
     return lines
 
 
-def _mib(v: float | None) -> str:
+def mib(v: float | None) -> str:
     return "-" if v is None else f"{v / 2**20:.2f}"
 
 
@@ -356,9 +356,9 @@ def _strategy_table(rep: Report) -> list[str]:
     for r in rows:
         mfu = f"{r.mfu:.2%}" if r.mfu is not None else "unavailable"
         lines.append(f"| {r.parallel} | {r.layout} | {r.world_size} | {r.global_batch:g} | {r.throughput:.1f} | "
-                     f"{r.per_device:.1f} | {_mib(r.peak_memory_bytes)} | {_mib(r.optimizer_state_bytes)} | "
-                     f"{_mib(r.comm_payload_bytes)} | {_mib(r.comm_wire_bytes)} | {_fmt(r.bubble_measured, '.3f')} | "
-                     f"{_fmt(r.bubble_theoretical, '.3f')} | {mfu} |")
+                     f"{r.per_device:.1f} | {mib(r.peak_memory_bytes)} | {mib(r.optimizer_state_bytes)} | "
+                     f"{mib(r.comm_payload_bytes)} | {mib(r.comm_wire_bytes)} | {fmt(r.bubble_measured, '.3f')} | "
+                     f"{fmt(r.bubble_theoretical, '.3f')} | {mfu} |")
     notes = sorted({r.mfu_note for r in rows if r.mfu_note})
     measures = sorted({r.memory_measure for r in rows if r.memory_measure})
     lines += ["", f"Peak memory: {'; '.join(measures) or 'not recorded'}. Params+grads+opt state: bytes of the "
@@ -448,37 +448,3 @@ def _write(rep: Report) -> Report:
         "sub_reports": {k: str(v.relative_to(out)) for k, v in rep.sub_reports.items()},
     })
     return rep
-
-
-def print_report(rep: Report, console) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"{rep.environment['workload']} / {rep.environment['parallel']}: {rep.mode} scaling")
-    for col in ("world", "throughput", "95% CI", "speedup", "efficiency", "step p50 ms", "p99 ms",
-                "exposed comm %"):
-        t.add_column(col, justify="right")
-    for r in rep.rows:
-        t.add_row(str(r.world_size), f"{r.throughput:.1f}", f"{_fmt(r.ci_low, '.1f')}-{_fmt(r.ci_high, '.1f')}",
-                  _fmt(r.speedup, ".2f"), _fmt(r.efficiency, ".2f"), f"{r.step_p50_s * 1e3:.1f}",
-                  f"{r.step_p99_s * 1e3:.1f}", _fmt(r.comm.get("exposed_pct_of_step") if r.comm else None, ".1f"))
-    for f in rep.failed:
-        t.add_row(str(f["world_size"]), "[red]failed[/red]", "", "", "", "", "", "")
-    if rep.rows or not rep.strategies:
-        console.print(t)
-    if rep.tta:
-        console.print(tta_console_table(rep.tta))
-    if rep.strategies:
-        s = Table(title="parallel strategies")
-        for col in ("strategy", "layout", "world", f"{rep.sample_unit}/s", "peak mem MiB", "state MiB",
-                    "comm MiB/step", "bubble (theory)", "MFU"):
-            s.add_column(col, justify="right")
-        for r in rep.strategies:
-            bubble = "-" if r.bubble_measured is None else f"{r.bubble_measured:.2f} ({r.bubble_theoretical:.2f})"
-            s.add_row(r.parallel, r.layout, str(r.world_size), f"{r.throughput:.1f}", _mib(r.peak_memory_bytes),
-                      _mib(r.optimizer_state_bytes), _mib(r.comm_payload_bytes), bubble,
-                      "unavailable" if r.mfu is None else f"{r.mfu:.2%}")
-        console.print(s)
-    for w in rep.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
-    for f in rep.failed:
-        console.print(f"[red]failed[/red] {f['run']} (world {f['world_size']}): {f['reason']}")

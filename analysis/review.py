@@ -1,4 +1,4 @@
-"""The review report: one document with the sections of METHOD.md (environment and provenance,
+"""The review report: one document with the sections of docs/method.md (environment and provenance,
 throughput and efficiency, time to accuracy, communication, strategies, faults, plan), the pitfall
 warnings on top, rendered to a self-contained HTML file and to markdown.
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trainscale.analysis.drills import RESTART_PARTS, Drill
+from trainscale.analysis.drills import RESTART_PARTS, Drill, find_drills, load_drill, load_drills
 from trainscale.scaling.results.files import read_json, write_text_atomic
 from trainscale.analysis.review_doc import Bullets, Document, Figure, Paragraph, Section, Table, to_html, to_markdown
 from trainscale.analysis.scaling import STRONG
 
-MIN_REPEATS = 3  # METHOD.md: default 3 repeats for quick work
+MIN_REPEATS = 3  # docs/method.md: default 3 repeats for quick work
 
 
 def _f(v, spec: str = ".3f") -> str:
@@ -39,7 +39,7 @@ class ReviewInputs:
 
 
 def pitfall_warnings(rep, plan: dict | None) -> list[str]:
-    """The report's own warnings plus the review-level pitfalls of METHOD.md."""
+    """The report's own warnings plus the review-level pitfalls of docs/method.md."""
     w = list(rep.warnings)
     rows = rep.rows
     if rows and min(r.runs_ok for r in rows) < MIN_REPEATS and max(r.runs_ok for r in rows) >= 2:
@@ -329,6 +329,24 @@ def _failed(rep) -> Section | None:
         return None
     return Section("failed", "Failed runs").add(
         Table(["run", "world", "reason"], [[f["run"], str(f["world_size"]), str(f["reason"])] for f in rep.failed]))
+
+
+def find_inputs(results: Path, plan: Path | None = None, comm: Path | None = None,
+                drills: Path | None = None) -> ReviewInputs:
+    """The plan, comm and drills folders of a review: the ones given, else the plan's own sources,
+    else what RESULTS holds (RESULTS/plan, drill folders inside it). DrillError for unusable drills."""
+    plan_dir = plan or (results / "plan" if (results / "plan" / "plan.json").exists() else None)
+    sources = (load_plan(plan_dir) or {}).get("inputs", {})
+
+    def source(key: str) -> Path | None:
+        return Path(sources[key]) if sources.get(key) and Path(sources[key]).is_dir() else None
+
+    comm = comm or source("comm_source")
+    if drills or source("drills_source"):
+        loaded = load_drills(drills or source("drills_source"))
+    else:
+        loaded = [load_drill(p) for p in find_drills(results)] or None
+    return ReviewInputs(plan_dir=plan_dir, comm_dir=comm, drills=loaded)
 
 
 def load_plan(plan_dir: Path | None) -> dict | None:

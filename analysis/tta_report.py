@@ -95,18 +95,3 @@ def tta_markdown(sec: TTASection) -> list[str]:
                          f"{reached['epoch_num'] if reached else '-'} | {_f(reached['accuracy'] if reached else None, '.4f')} | "
                          f"{_f(best, '.4f')} | {len(res['evals'])} | {_f(res['eval_s_total'], '.3f')} |")
     return lines
-
-
-def tta_console_table(sec: TTASection):
-    from rich.table import Table
-
-    t = Table(title=f"time to accuracy (target {sec.target:g})" if sec.target is not None else "time to accuracy")
-    for col in ("world", "runs", "INVALID", "headline TTA s", "median s", "95% CI", "TTA eff.", "throughput eff."):
-        t.add_column(col, justify="right")
-    for row in sec.rows:
-        s = row.summary
-        t.add_row(str(row.world_size), str(s.n), str(s.invalid),
-                  _f(s.headline, ".2f") if s.headline is not None else "[red]INVALID[/red]", _f(s.median),
-                  f"{_f(s.ci_low)}-{_f(s.ci_high)}" if s.ci_low is not None else "-", _f(row.efficiency),
-                  _f(sec.throughput_efficiency.get(row.world_size)))
-    return t

@@ -28,7 +28,7 @@ def uses_cluster(spec: RunSpec) -> bool:
 
 class LocalLauncher(Launcher):
     name = "local"
-    summary = "this machine (one torchrun agent); --nodes N: one agent per emulated node"
+    summary = "this machine, one torchrun agent (--nodes N: one agent per emulated node)"
     engine, engine_label = "torchrun", "torchrun elastic agent (--max-restarts)"
 
     def validate(self, spec: RunSpec) -> None:

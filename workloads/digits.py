@@ -112,7 +112,7 @@ class DigitsCNN(nn.Module):
 
 class DigitsWorkload(Workload):
     name = "digits"
-    summary = "small CNN on scikit-learn's 8x8 digits: real data and an accuracy target on a CPU in seconds"
+    summary = "small CNN on scikit-learn's 8x8 digits (real data and an accuracy target on a CPU in seconds)"
     config_cls = DigitsConfig
     spec_defaults: dict = {
         "batch_size": 32,

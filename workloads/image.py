@@ -16,7 +16,7 @@ class ResNetConfig:
     width: float = 1.0  # channel multiplier; the [3, 4, 6, 3] bottleneck structure is kept
     resolution: int = 224  # input images are resolution x resolution
     num_classes: int = 1000  # real data: taken from the folder count when left at 0
-    channels_last: bool = False  # model and inputs in NHWC memory format (applied by scaling/precision.py)
+    channels_last: bool = False  # model and inputs in NHWC memory format (applied by scaling/runtime/precision.py)
 
 
 # MLPerf Training's ResNet-50 quality target: 75.9% top-1 on the ImageNet validation set.

@@ -8,9 +8,12 @@ from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.progress import console
 
 
+HELP = "emulated nodes on this machine: network namespaces on a bridge with shaped links"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "cluster", "emulated nodes on this machine: network namespaces on a bridge with shaped links",
+        sub, "cluster", HELP,
         "trainscale cluster up --nodes 4 --bandwidth 1gbit && trainscale run --nodes 4 --nproc 1 ... "
         "&& trainscale cluster down",
         description="Emulated nodes for multi-node runs on one machine (needs root and iproute2). Each node is "

@@ -13,15 +13,19 @@ EPILOG_NOTE = ("Sizes take K/M/G suffixes (powers of 1024, as nccl-tests); bandw
                "result was wrong; 2: bad input.")
 
 
+HELP = "collective bandwidth sweep (nccl-tests style) with a correctness check and alpha-beta fit"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "comm", "collective bandwidth sweep (nccl-tests style) with a correctness check and alpha-beta fit",
+        sub, "comm", HELP,
         "trainscale comm --op all_reduce -b 1K -e 64M -f 2 --nproc 2", description=(
             "Sweeps message sizes for torch.distributed collectives and prints, per size: time (mean, p50, "
             "p99), algbw, busbw and #wrong, like nccl-tests. " + EPILOG_NOTE))
+    from trainscale.scaling.results.collectives import COLLECTIVES
+
     p.add_argument("--op", default="all_reduce",
-                   help="comma-separated: all_reduce, all_gather, reduce_scatter, broadcast, all_to_all, send_recv; "
-                        "or all")
+                   help=f"comma-separated, or all: {COLLECTIVES.help()}")
     p.add_argument("-b", "--minbytes", default="1K", help="smallest message size")
     p.add_argument("-e", "--maxbytes", default="64M", help="largest message size")
     p.add_argument("-f", "--stepfactor", default="2", help="multiply the size by this between steps")

@@ -18,8 +18,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with each default shown once: "(default: X)" is added to a flag's help unless the help
+    text already says its default, or there is none to show (None, off, empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text.lower() or action.default is argparse.SUPPRESS
+                or action.default in (None, False, [], "")):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def add_subcommand(sub, name: str, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
@@ -53,36 +61,47 @@ def target_accuracy_arg(text: str) -> float | str:
 
 def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
     """The run-spec flags; defaults are None so that a config file's values are not overridden."""
-    p.add_argument("--workload", help="workload name (resnet50, ...)")
-    p.add_argument("--parallel", help="parallel strategy: ddp, fsdp, zero1, zero2, zero3, tp, pp"
-                   + (" (comma-separated list: one sweep comparing them)" if lists else ""))
-    p.add_argument("--launcher", help="how processes start: local (one machine, or --nodes N on an emulated "
-                                      "cluster), torchrun (multi-node), ray")
+    from trainscale.launchers.registry import LAUNCHERS
+    from trainscale.scaling.spec import BACKENDS, PRECISIONS, RunSpec
+    from trainscale.scaling.strategies.registry import STRATEGIES
+    from trainscale.workloads.registry import WORKLOADS
+
+    def default(key: str) -> str:
+        """'default: X', with the workloads that prefer another value."""
+        own = [f"{w.name} {w.spec_defaults[key]}" for w in WORKLOADS if key in w.spec_defaults]
+        return f"default: {getattr(RunSpec, key)}" + (f"; {', '.join(own)}" if own else "")
+
+    p.add_argument("--workload", help=f"{WORKLOADS.help()} (default: {RunSpec.workload})")
+    p.add_argument("--parallel", help=f"parallel strategy: {STRATEGIES.help()} (default: {RunSpec.parallel})"
+                   + ("; a comma-separated list makes one sweep comparing them" if lists else ""))
+    p.add_argument("--launcher", help=f"how processes start: {LAUNCHERS.help()} (default: {RunSpec.launcher})")
     if lists:
         p.add_argument("--nproc", default="1,2,4", help="processes per node, comma-separated list")
         p.add_argument("--nodes", default="1", help="node counts, comma-separated list")
     else:
-        p.add_argument("--nproc", type=int, help="processes per node")
-        p.add_argument("--nodes", type=int, help="number of nodes")
+        p.add_argument("--nproc", type=int, help=f"processes per node ({default('nproc')})")
+        p.add_argument("--nodes", type=int, help=f"number of nodes ({default('nodes')})")
     p.add_argument("--steps", type=int, help="throughput runs: total steps per run, warmup included "
-                   "(time-to-accuracy runs stop at the target or eval.max_epochs instead)")
+                   f"(time-to-accuracy runs stop at the target or eval.max_epochs instead; {default('steps')})")
     p.add_argument("--warmup", type=int, help="first steps excluded from the throughput window "
-                   "(in a time-to-accuracy run they stay inside the TTA clock)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size per data-parallel rank")
+                   f"(in a time-to-accuracy run they stay inside the TTA clock; {default('warmup')})")
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help=f"batch size per data-parallel rank ({default('batch_size')})")
     p.add_argument("--target-accuracy", dest="target_accuracy", type=target_accuracy_arg, metavar="A|none",
                    help="quality target (top-1 validation accuracy): makes the run a time-to-accuracy run; "
                         "default: the workload's (digits 0.97; resnet50 0.759 on real data, none on synthetic); "
                         "'none' forces a throughput run. Cadence and limit: --set eval.every_epochs=E, "
                         "eval.every_steps=S, eval.max_epochs=M")
-    p.add_argument("--backend", choices=("gloo", "nccl"), help="torch.distributed backend")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"),
-                   help="training precision (bf16/fp16: autocast; fp16 and tf32 need --backend nccl)")
+    p.add_argument("--backend", choices=BACKENDS, help="torch.distributed backend (default: gloo)")
+    p.add_argument("--seed", type=int, help=f"random seed ({default('seed')})")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="training precision (bf16/fp16: autocast; fp16 and tf32 need --backend nccl; default: fp32)")
     p.add_argument("--compile", action="store_const", const=True, default=None,
                    help="torch.compile the wrapped model (ddp, fsdp, tp)")
     p.add_argument("--channels-last", dest="channels_last", action="store_const", const=True, default=None,
                    help="resnet50: model and inputs in NHWC memory format (model.channels_last)")
-    p.add_argument("--timeout", dest="timeout_s", type=float, help="seconds before a launch is killed and failed")
+    p.add_argument("--timeout", dest="timeout_s", type=float,
+                   help=f"seconds before a launch is killed and failed ({default('timeout_s')})")
     p.add_argument("--dp", type=int, help="data-parallel degree (default: what the world size leaves)")
     p.add_argument("--tp", type=int, help="tensor-parallel degree for --parallel tp (default: world size / dp)")
     p.add_argument("--pp", type=int, help="pipeline stages for --parallel pp (default: world size / dp)")

@@ -23,9 +23,12 @@ Fair-comparison guard: refuses (exit 2) when the sides differ in precision, glob
 hardware, data kind, workload, backend, target or world size, unless --allow-difference names it."""
 
 
+HELP = "statistical A/B comparison of two results folders, with a verdict"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "compare", "statistical A/B comparison of two results folders, with a verdict",
+        sub, "compare", HELP,
         "trainscale compare results/baseline-sweep results/candidate-sweep --allow-difference global_batch",
         description=DESCRIPTION)
     p.add_argument("a", metavar="RESULTS_A", help="the baseline: a run, sweep or folder of runs")

@@ -7,15 +7,24 @@ from __future__ import annotations
 import argparse
 import time
 
-from trainscale.faults.kinds import FAULT_KINDS
-from trainscale.faults.plan import DrillPlan
+from typing import TYPE_CHECKING
+
 from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.progress import LiveProgress, console
 
+if TYPE_CHECKING:
+    from trainscale.faults.plan import DrillPlan
+
+
+HELP = "inject a fault into a checkpointed run and time the recovery"
+
 
 def register(sub) -> None:
+    from trainscale.faults.kinds import FAULT_KINDS
+    from trainscale.faults.plan import DrillPlan
+
     p = cli_common.add_subcommand(
-        sub, "drill", "inject a fault into a checkpointed run and time the recovery",
+        sub, "drill", HELP,
         "trainscale drill --fault kill-rank --at-step 12 --ckpt-every 5 --workload gpt --set model.preset=tiny "
         "--nproc 2 --steps 30 --warmup 2 --batch-size 4",
         description=__doc__)
@@ -51,6 +60,8 @@ def register(sub) -> None:
 
 
 def drill_plan(args: argparse.Namespace) -> DrillPlan:
+    from trainscale.faults.plan import DrillPlan
+
     return DrillPlan(fault=args.fault, rank=args.rank, node=args.node, at_step=args.at_step, at_time_s=args.at_time,
                      random=args.random, seed=args.seed or 0, mtbf_s=args.mtbf_s, ckpt_every=args.ckpt_every,
                      ckpt_every_s=args.ckpt_every_s, async_ckpt=args.async_ckpt, detect_timeout_s=args.detect_timeout,

@@ -8,9 +8,12 @@ from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.common import UsageError
 
 
+HELP = "log a results folder to MLflow tracking, so teams keep the history"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "export", "log a results folder to MLflow tracking, so teams keep the history",
+        sub, "export", HELP,
         "trainscale export --mlflow sqlite:///mlflow.db results/20261124-120000-sweep-resnet50-ddp",
         description="Logs a results folder to MLflow: a parent run with the scaling figures as metrics (step = "
                     "world size), provenance and warnings as tags and the report files as artifacts; one child run "

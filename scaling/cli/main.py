@@ -21,21 +21,28 @@ COMMANDS = {
 }
 
 
-def build_parser() -> OneLineParser:
+def build_parser(only: str | None = None) -> OneLineParser:
+    """The parser; with ``only``, just that command gets its flags (their help texts come from the
+    registries, which import torch), the others are listed by name and help line."""
     parser = OneLineParser(prog="trainscale", formatter_class=HelpFormatter,
                            description="Distributed-training scaling benchmarks: throughput, time-to-accuracy, "
                                        "communication, recovery.",
                            epilog="example: trainscale run --workload resnet50 --nproc 2 --steps 20")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
-    for module in COMMANDS.values():
-        importlib.import_module(module).register(sub)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        if only is None or only == name:
+            module.register(sub)
+        else:
+            sub.add_parser(name, help=module.HELP, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(only=command)
     args = parser.parse_args(argv)
     args.argv = list(argv)  # as typed (trainscale run --dry-run repeats it)
     prog = f"trainscale {args.command}"

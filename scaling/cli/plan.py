@@ -26,9 +26,12 @@ measured world size and predicts the largest; the error is reported (and, with -
 --link-bandwidth, the predicted time in collectives against the time measured inside them)."""
 
 
+HELP = "capacity planning from measured curves: throughput, time, cost, goodput per node count"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "plan", "capacity planning from measured curves: throughput, time, cost, goodput per node count",
+        sub, "plan", HELP,
         "trainscale plan results/sweep --nodes 8,16,32,64,128 --gpus-per-node 8 --cost-per-node-hour 98.32 "
         "--target-samples 1.2e9 --mtbf-hours 5000 --drills results/drills --comm results/comm --deadline-hours 72",
         description=DESCRIPTION)
@@ -163,7 +166,8 @@ def load_inputs(args: argparse.Namespace, nodes: list[int]):
 
 def handle(args: argparse.Namespace) -> int:
     nodes = check_args(args)
-    from trainscale.analysis.plan import PlanError, build_plan, print_plan, write_plan
+    from trainscale.analysis.plan import PlanError, build_plan, write_plan
+    from trainscale.scaling.cli.tables import print_plan
 
     report, data, comm_model, inputs = load_inputs(args, nodes)
     try:

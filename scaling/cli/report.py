@@ -10,8 +10,11 @@ from trainscale.scaling.cli.common import UsageError
 from trainscale.scaling.cli.progress import console
 
 
+HELP = "tables and plots (efficiency curves etc.) from a results folder"
+
+
 def register(sub) -> None:
-    p = cli_common.add_subcommand(sub, "report", "tables and plots (efficiency curves etc.) from a results folder",
+    p = cli_common.add_subcommand(sub, "report", HELP,
                                   "trainscale report results/20261124-120000-sweep-resnet50-ddp\n  "
                                   "trainscale report results/sweep --html review.html --markdown review.md "
                                   "--comm results/comm --drills results/drills   # the review report")
@@ -83,7 +86,8 @@ def check_mlflow(uri: str) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trainscale.analysis.report import NoRunsError, print_report, write_report
+    from trainscale.analysis.report import NoRunsError, write_report
+    from trainscale.scaling.cli.tables import print_report
 
     if not Path(args.results).is_dir():
         raise UsageError(f"results folder not found: {args.results}")
@@ -109,26 +113,13 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def review_inputs(args: argparse.Namespace):
-    """Plan, comm and drills folders for the review (flags, else the plan's own sources, else RESULTS)."""
-    from trainscale.analysis.drills import DrillError, find_drills, load_drill, load_drills
-    from trainscale.analysis.review import ReviewInputs, load_plan
+    from trainscale.analysis.drills import DrillError
+    from trainscale.analysis.review import find_inputs
 
-    results = Path(args.results)
-    plan_dir = Path(args.plan) if args.plan else (results / "plan" if (results / "plan" / "plan.json").exists() else None)
-    plan = load_plan(plan_dir) or {}
-    sources = plan.get("inputs", {})
-    comm = Path(args.comm) if args.comm else (Path(sources["comm_source"]) if sources.get("comm_source")
-                                              and Path(sources["comm_source"]).is_dir() else None)
     try:
-        if args.drills:
-            drills = load_drills(Path(args.drills))
-        elif sources.get("drills_source") and Path(sources["drills_source"]).is_dir():
-            drills = load_drills(Path(sources["drills_source"]))
-        else:
-            drills = [load_drill(p) for p in find_drills(results)] or None
+        return find_inputs(Path(args.results), *(Path(v) if v else None for v in (args.plan, args.comm, args.drills)))
     except DrillError as e:
         raise UsageError(f"drills: {e}") from None
-    return ReviewInputs(plan_dir=plan_dir, comm_dir=comm, drills=drills)
 
 
 def write_review_files(report, inputs, args: argparse.Namespace) -> None:

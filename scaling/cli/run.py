@@ -7,9 +7,12 @@ from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.progress import LiveProgress, console
 
 
+HELP = "run one benchmark (one world size)"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "run", "run one benchmark (one world size)",
+        sub, "run", HELP,
         "trainscale run --workload digits --nproc 2   (time to accuracy: digits' default target 0.97)\n  "
         "trainscale run --workload resnet50 --parallel ddp --launcher local --nproc 2 --steps 20 --warmup 5 "
         "--set model.width=0.25 --set model.resolution=64",

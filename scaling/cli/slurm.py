@@ -12,9 +12,12 @@ from trainscale.scaling.cli.common import UsageError
 from trainscale.scaling.cli.progress import console
 
 
+HELP = "Slurm: render an sbatch script for N nodes x G GPUs, or submit one"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "slurm", "Slurm: render an sbatch script for N nodes x G GPUs, or submit one",
+        sub, "slurm", HELP,
         "trainscale slurm render --workload resnet50 --nodes 16 --gpus-per-node 8 --data-path /datasets/imagenet "
         "--output slurm/resnet50_128.sh")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=cli_common.OneLineParser)

@@ -7,9 +7,12 @@ from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.progress import LiveProgress, console
 
 
+HELP = "scaling sweep over world sizes, ending in a report with plots"
+
+
 def register(sub) -> None:
     p = cli_common.add_subcommand(
-        sub, "sweep", "scaling sweep over world sizes, ending in a report with plots",
+        sub, "sweep", HELP,
         "trainscale sweep --workload resnet50 --nproc 1,2,4 --scaling weak --steps 20 --warmup 5 "
         "--set model.width=0.25 --set model.resolution=64\n  "
         "trainscale sweep --workload digits --nproc 1,2,4 --repeats 5   (time to accuracy, olympic mean)\n  "
@@ -67,7 +70,8 @@ def handle(args: argparse.Namespace) -> int:
         sweep_dir = execute_sweep(bases[0], points, args.scaling, observer=live)
     console.print(f"sweep: {sweep_dir}")
     if not args.no_report:
-        from trainscale.analysis.report import print_report, write_report
+        from trainscale.analysis.report import write_report
+        from trainscale.scaling.cli.tables import print_report
 
         report = write_report(sweep_dir)
         print_report(report, console)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 class DDPStrategy(WholeModelStep):
     name = "ddp"
-    summary = "data parallel, gradients all-reduced in buckets"
+    summary = "data parallel (gradients all-reduced in buckets)"
     built_on = "DistributedDataParallel"
     checkpoints = True
     skips_grad_sync = True

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 class PipelineStrategy(Strategy):
     name = "pp"
-    summary = ("pipeline parallel: equal consecutive groups of blocks per stage, GPipe or 1F1B over "
-               "--microbatches")
+    summary = ("pipeline parallel (equal consecutive groups of blocks per stage, GPipe or 1F1B over "
+               "--microbatches)")
     built_on = "torch.distributed.pipelining (PipelineStage, ScheduleGPipe, Schedule1F1B)"
     dims = ("dp", "pp")
     workload_split = "pp"

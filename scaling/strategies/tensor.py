@@ -44,8 +44,8 @@ def reshard_gradients_like_parameters(model: nn.Module) -> None:
 
 class TensorParallelStrategy(WholeModelStep):
     name = "tp"
-    summary = ("tensor parallel: q, k, v, MLP-in column-wise; projections row-wise; embedding and head over "
-               "the vocabulary")
+    summary = ("tensor parallel (q, k, v, MLP-in column-wise, projections row-wise, embedding and head over "
+               "the vocabulary)")
     built_on = "parallelize_module over the tp dimension of a DeviceMesh"
     dims = ("dp", "tp")
     workload_split = "tp"

@@ -77,14 +77,14 @@ class ZeROStrategy(Strategy):
 
 class ZeRO1Strategy(ZeROStrategy):
     name, stage = "zero1", 1
-    summary = "DeepSpeed ZeRO stage 1: optimizer state partitioned over data-parallel ranks"
+    summary = "DeepSpeed ZeRO stage 1 (optimizer state partitioned over data-parallel ranks)"
 
 
 class ZeRO2Strategy(ZeROStrategy):
     name, stage = "zero2", 2
-    summary = "DeepSpeed ZeRO stage 2: optimizer state and gradients partitioned"
+    summary = "DeepSpeed ZeRO stage 2 (optimizer state and gradients partitioned)"
 
 
 class ZeRO3Strategy(ZeROStrategy):
     name, stage = "zero3", 3
-    summary = "DeepSpeed ZeRO stage 3: optimizer state, gradients and parameters partitioned"
+    summary = "DeepSpeed ZeRO stage 3 (optimizer state, gradients and parameters partitioned)"
