@@ -20,7 +20,6 @@ from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
 
 RECOVERY_KEYS = ("detection_s", "restart_s", "rendezvous_s", "restore_s", "lost_work_s", "total_s")
-CHECKPOINT_KEYS = ("save_s_mean", "save_s_samples", "bytes", "every_steps", "async")
 RESTART_PARTS = ("detection_s", "restart_s", "rendezvous_s", "restore_s")
 
 

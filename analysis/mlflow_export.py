@@ -201,14 +201,6 @@ def export(rep, uri: str, experiment: str = "trainscale", artifacts: list[Path] 
     return result
 
 
-def read_back(uri: str, run_id: str) -> dict:
-    """A logged run as MLflow returns it: metrics (latest values), params, tags and artifact names."""
-    client = _client(uri)
-    run = client.get_run(run_id)
-    return {"metrics": dict(run.data.metrics), "params": dict(run.data.params), "tags": dict(run.data.tags),
-            "artifacts": [a.path for a in client.list_artifacts(run_id)], "status": run.info.status}
-
-
 def report_folders(rep, extra: list[Path]) -> list[Path]:
     out = [Path(rep.out_dir)]
     plan_dir = Path(rep.source) / "plan"

@@ -176,7 +176,7 @@ class CheckpointCorrupt(FaultKind):
             raise ValueError(f"fault.kind 'ckpt-corrupt' needs checkpoint.keep >= 2 to fall back, got {c.keep}")
 
     def prepare(self, injector, step):
-        from trainscale.faults.checkpoint import corrupt_newest
+        from trainscale.faults.checkpoint_store import corrupt_newest
 
         return {"corrupted": corrupt_newest(injector.checkpoint_root)}
 

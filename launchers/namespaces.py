@@ -162,10 +162,6 @@ def add_link(node_ns: str, node_if: str, address: str, prefixlen: int, switch_ns
     run("ip", "-n", switch_ns, "link", "set", port, "up")
 
 
-def set_link_up(ns: str, dev: str, up: bool) -> None:
-    run("ip", "-n", ns, "link", "set", dev, "up" if up else "down")
-
-
 def burst_bytes(rate_bps: int) -> int:
     """tbf bucket: 2 ms worth of the rate, at least 16 KiB (1 Gbit/s -> 250 kB, as tested here)."""
     return max(MIN_BURST_BYTES, rate_bps // 8 // 500)

@@ -1,4 +1,4 @@
-"""Checkpoints (faults/checkpoint.py) on a real one-process gloo group and real files: everything
+"""Checkpoints (faults/checkpoint_store.py) on a real one-process gloo group and real files: everything
 restored, atomicity (unfinished saves never read), newest complete first, fallback past a truncated
 checkpoint, asynchronous saves of a state that training goes on changing; and the pure pieces
 (optimal intervals, data-loader resume position, the fault plan's timing)."""
@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from trainscale.analysis.reliability import daly_interval_s, young_interval_s
-from trainscale.faults.checkpoint import (MARKER, Checkpointer, complete_checkpoints, corrupt_newest,
+from trainscale.faults.checkpoint_store import (MARKER, Checkpointer, complete_checkpoints, corrupt_newest,
                                           step_dir_name, verify)
 from trainscale.faults.inject import FaultInjector
 
@@ -202,7 +202,7 @@ def test_fault_plan_fires_once_at_step_or_time(monkeypatch):
 def test_time_based_saves_are_decided_by_rank0_clock(group, tmp_path):
     import time
 
-    from trainscale.scaling.runtime.checkpointing import RunCheckpoints
+    from trainscale.scaling.runtime.checkpoint_schedule import RunCheckpoints
     from trainscale.scaling.runtime.events import EventLog
     from trainscale.scaling.runtime.recorder import SampleRecorder
     from trainscale.scaling.spec import RunSpec

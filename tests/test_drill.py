@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from trainscale.faults.checkpoint import step_dir_name
+from trainscale.faults.checkpoint_store import step_dir_name
 
 from .conftest import read_json
 

@@ -14,7 +14,7 @@ from trainscale.analysis import gpu_telemetry
 
 from trainscale.scaling.results import schema
 from trainscale.analysis.mfu import mfu, peak_flops
-from trainscale.analysis.parallel import parallel_summary
+from trainscale.analysis.strategies import parallel_summary
 from trainscale.analysis.runs import load_rank_samples, run_metrics
 from trainscale.scaling.runtime.distributed import DistContext
 from trainscale.scaling.spec import RunSpec

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from trainscale.scaling.results import schema
-from trainscale.analysis.parallel import global_losses, rank_infos
+from trainscale.analysis.strategies import global_losses, rank_infos
 from trainscale.analysis.runs import load_rank_samples
 from trainscale.workloads.gpt import GPTConfig
 from trainscale.workloads.gpt_model import GPT

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trainscale.analysis.mfu import mfu, peak_flops
-from trainscale.analysis.parallel import theoretical_bubble, wire_bytes
+from trainscale.analysis.strategies import theoretical_bubble, wire_bytes
 from trainscale.scaling.strategies.mesh import Degrees, Layout, MeshConfig, resolve_degrees
 from trainscale.scaling.strategies.registry import STRATEGIES
 from trainscale.scaling.resolve import resolve

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -26,6 +25,7 @@ from trainscale.workloads.data import sharded_eval_loader, sharded_loader
 from trainscale.scaling.runtime.distributed import DistContext, device_name
 from trainscale.scaling.runtime.evaluation import global_accuracy
 from trainscale.scaling.runtime.events import EventLog, mlc
+from trainscale.scaling.runtime.progress_file import ProgressFile
 from trainscale.scaling.runtime.recorder import SampleRecorder
 from trainscale.scaling.spec import RunSpec
 from trainscale.scaling.runtime.step import TimedStep, set_up
@@ -38,8 +38,7 @@ def _eval_due(spec: RunSpec, step: int, epoch: int, last_in_epoch: bool) -> bool
     return last_in_epoch and (epoch % spec.eval.every_epochs == 0 or final)
 
 
-def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_main: float,
-                      progress_cls: Callable) -> dict:
+def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_main: float) -> dict:
     session = set_up(spec, ctx, min_train_samples=0)
     built, layout = session.built, session.layout
     if built.eval_set is None:
@@ -69,7 +68,7 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     steps_per_epoch = len(loader.loader)
     events.event(mlc.TRAIN_SAMPLES, len(built.train_set))
     events.event(mlc.EVAL_SAMPLES, eval_samples)
-    progress = progress_cls(run_dir, ctx.is_main, spec.eval.max_epochs * steps_per_epoch)
+    progress = ProgressFile(run_dir, ctx.is_main, spec.eval.max_epochs * steps_per_epoch)
     session.memory.loop_starts()
 
     def evaluate(epoch_num: float, step: int) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from trainscale.scaling.results import schema
-from trainscale.faults.checkpoint import Checkpointer, SaveRecord
+from trainscale.faults.checkpoint_store import Checkpointer, SaveRecord
 
 from trainscale.scaling.runtime.events import EventLog
 from trainscale.scaling.runtime.recorder import SampleRecorder

@@ -208,7 +208,7 @@ def strategy_rows(runs: list) -> list[StrategyRow]:
 
 
 def comparison_warnings(rows: list[StrategyRow]) -> list[str]:
-    """METHOD.md's fair-comparison guard: strategies at one world size must share the global batch."""
+    """docs/method.md's fair-comparison guard: strategies at one world size must share the global batch."""
     out = []
     for world in sorted({r.world_size for r in rows}):
         batches = {r.parallel: r.global_batch for r in rows if r.world_size == world}
