@@ -1,4 +1,4 @@
-"""All-reduce overhead inside training, from a run's raw samples (METHOD.md).
+"""All-reduce overhead inside training, from a run's raw samples (docs/method.md).
 
 For a run whose strategy timed its gradient collectives (sample columns comm_s, comm_ops) and/or ran
 compute-only steps after the measured window (phase "no_sync"):

@@ -1,6 +1,6 @@
 """Compare two results folders (run, sweep or folder of runs): per world size found on both sides,
 the A/B test of analysis/stats_ab.py on time-to-accuracy when every run of both sides has a target,
-else on throughput, behind METHOD.md's fair-comparison guard.
+else on throughput, behind docs/method.md's fair-comparison guard.
 
 Metrics: ``tta_s`` (seconds to the target, lower is better; INVALID runs count as the slowest),
 ``throughput`` (global samples/s over the measured window, higher is better, recomputed from the
@@ -24,7 +24,7 @@ from trainscale.analysis.tta import load_tta
 
 METRIC_TTA, METRIC_THROUGHPUT, METRIC_STEP_TIME = "tta_s", "throughput", "step_time_s"
 METRICS = ("auto", METRIC_TTA, METRIC_THROUGHPUT)
-# what a fair comparison holds equal (METHOD.md), plus what makes the metric itself comparable
+# what a fair comparison holds equal (docs/method.md), plus what makes the metric itself comparable
 GUARD_KEYS = ("precision", "global_batch", "hardware", "data_kind", "workload", "backend", "target", "world_size")
 DEFAULT_PRECISION = "fp32"  # what a run spec without a precision setting trains in
 

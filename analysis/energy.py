@@ -1,4 +1,4 @@
-"""GPU energy over a window (METHOD.md "Energy").
+"""GPU energy over a window (docs/method.md "Energy").
 
 Preferred: the difference of NVML's cumulative energy counter at the window's edges. Where a GPU
 has no counter: its power samples integrated over the window (trapezoid rule), labelled estimated.

@@ -1,4 +1,4 @@
-"""Reading a run's event log: MLPerf ``:::MLLOG {json}`` lines (written by scaling/events.py with
+"""Reading a run's event log: MLPerf ``:::MLLOG {json}`` lines (written by scaling/runtime/events.py with
 mlperf-logging's mllog). Every event of ours carries ``metadata.mono_s``, the writer's monotonic
 clock; durations are differences of those, never of the wall-clock ``time_ms``."""
 from __future__ import annotations

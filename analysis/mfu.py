@@ -1,9 +1,9 @@
 """Model FLOPs utilisation: achieved model FLOP/s divided by the device's peak, from a table of known
-devices (METHOD.md). A device not in the table, or a precision the table lacks for it, gives no MFU:
+devices (docs/method.md). A device not in the table, or a precision the table lacks for it, gives no MFU:
 "unavailable" with the reason, never a guess. CPUs have no entry.
 
 Peaks are dense (no 2:4 sparsity) throughput from NVIDIA's datasheets, in TFLOP/s, per precision of the
-run (scaling/precision.py): "fp32" is the non-tensor-core FP32 peak (precision fp32 turns TF32 off),
+run (scaling/runtime/precision.py): "fp32" is the non-tensor-core FP32 peak (precision fp32 turns TF32 off),
 "tf32", "bf16" and "fp16" the tensor-core peaks. Datasheets quote the tensor-core figures of Hopper, L4
 and H200 "with sparsity": the dense value is half of it, written below as the quoted value / 2.
 Devices are matched on torch.cuda.get_device_name(); the first matching pattern wins.

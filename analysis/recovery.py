@@ -1,4 +1,4 @@
-"""A drill's figures from a run folder's raw files (METHOD.md "Recovery time", "Goodput / ETTR",
+"""A drill's figures from a run folder's raw files (docs/method.md "Recovery time", "Goodput / ETTR",
 "Checkpoint interval"): the recovery timeline of every injected fault, the checkpoint save figures,
 and goodput with its badput breakdown.
 
@@ -12,7 +12,7 @@ Recovery timeline of a fault at step S (failure = the faulty rank's ts_fault eve
   rendezvous_s   -> its process group is ready (rendezvous, init_process_group)
   restore_s      the checkpoint restore (ts_checkpoint_restore), fallbacks included
   lost_work_s    recomputing the steps from the restored step to S (first attempt's work lost)
-  total_s        failure -> the end of step S in the new attempt (METHOD.md: the first step past
+  total_s        failure -> the end of step S in the new attempt (docs/method.md: the first step past
                  the step where it failed); other_s = total minus the phases (model and data set-up)
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checkpoint intervals and expected goodput under failures (METHOD.md "Checkpoint interval",
+"""Checkpoint intervals and expected goodput under failures (docs/method.md "Checkpoint interval",
 "Goodput / ETTR"), written once for planning and drills.
 
 Symbols (all seconds): M = mean time between failures of the job, delta = time to save one checkpoint

@@ -1,4 +1,4 @@
-"""Scaling metrics, exactly as METHOD.md defines them.
+"""Scaling metrics, exactly as docs/method.md defines them.
 
 strong scaling (fixed global batch / fixed work):  E(N) = T(1) / (N * T(N)),  S(N) = T(1) / T(N)
 weak scaling (fixed per-device batch):            E(N) = X(N) / (N * X(1)),  S(N) = X(N) / X(1)

@@ -1,4 +1,4 @@
-"""Summary statistics of timing samples (METHOD.md "Statistics").
+"""Summary statistics of timing samples (docs/method.md "Statistics").
 
 Student-t confidence intervals (never the normal 1.96 for small n), percentiles, and MAD outlier
 flags. Outliers are reported, never dropped.
@@ -103,7 +103,7 @@ def summarize(samples: Sequence[float], confidence: float = 0.95, skewed: bool =
 
 
 # ---------------------------------------------------------------------------------------------
-# Repeated runs (METHOD.md: default 3 for quick work; MLPerf-style olympic mean from 5)
+# Repeated runs (docs/method.md: default 3 for quick work; MLPerf-style olympic mean from 5)
 
 OLYMPIC_MIN_RUNS = 5
 

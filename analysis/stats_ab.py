@@ -1,4 +1,4 @@
-"""Two-sample tests for A/B comparisons of repeated runs (METHOD.md "Comparing A and B").
+"""Two-sample tests for A/B comparisons of repeated runs (docs/method.md "Comparing A and B").
 
 Each side is a list of per-run values (seconds or samples/s), None for an INVALID run (it missed its
 target and counts as the worst). Effects are multiplicative, so ratios are the natural answer:

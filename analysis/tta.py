@@ -1,4 +1,4 @@
-"""Time-to-accuracy (METHOD.md), defined once and used by summaries, reports and comparisons.
+"""Time-to-accuracy (docs/method.md), defined once and used by summaries, reports and comparisons.
 
 TTA of a run = mono_s of the first ``eval_accuracy`` event whose value reaches the target
                - mono_s of the ``run_start`` event,

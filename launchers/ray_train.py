@@ -1,4 +1,4 @@
-"""Ray launcher: Ray Train's TorchTrainer runs the same per-rank loop (scaling/worker.py) on
+"""Ray launcher: Ray Train's TorchTrainer runs the same per-rank loop (scaling/runtime/worker.py) on
 num_workers = nodes x nproc Ray workers, in the process group Ray Train sets up, and the run writes
 the same results folder as torchrun's.
 

@@ -1,4 +1,4 @@
-"""Provenance (METHOD.md): what made a result, recorded with every run.
+"""Provenance (docs/method.md): what made a result, recorded with every run.
 
 ``host_facts`` runs on every rank (hostnames, CPUs, memory per node); ``collect`` runs once in the
 orchestrating process and adds versions, git commit, config, environment and time.

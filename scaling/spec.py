@@ -66,7 +66,7 @@ class FaultConfig:
 
 @dataclass
 class CheckpointConfig:
-    """torch.distributed.checkpoint saves during throughput runs (trainscale.faults.checkpoint)."""
+    """torch.distributed.checkpoint saves during throughput runs (trainscale.faults.checkpoint_store)."""
     every_steps: int = 0  # save after every this many steps (0: not by steps)
     every_s: float = 0.0  # save at the first step boundary this many seconds after the last save (0: not by time)
     async_save: bool = False  # dcp.async_save: the write runs in the background

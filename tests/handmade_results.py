@@ -1,4 +1,4 @@
-"""Hand-made results folders in the schema of analysis/schema.py, with step times chosen so the
+"""Hand-made results folders in the schema of scaling/results/schema.py, with step times chosen so the
 analysis has known answers (planning, review report and export tests)."""
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def write_run(root: Path, world: int, step_s: float, repeat: int = 0, batch: int
     (run / schema.PROVENANCE).write_text(json.dumps({"hosts": ["handmade"], "time_utc": "2026-01-01T00:00:00Z"}))
     for rank in range(world):
         write_rank(run, rank, step_s, steps, warmup, batch)
-    write_json_atomic(run / schema.SUMMARY, {  # the metrics as the runner computes them (scaling/runner.py)
+    write_json_atomic(run / schema.SUMMARY, {  # the metrics as the runner computes them (scaling/orchestration/runner.py)
         "schema_version": schema.SCHEMA_VERSION, "status": schema.STATUS_OK, "reason": None, "run_id": run.name,
         "workload": "resnet50", "parallel": "ddp", "nodes": 1, "nproc": world, "world_size": world,
         "batch_size_per_rank": batch, "global_batch": batch * world, "data_kind": "synthetic", "wall_s": 1.0,

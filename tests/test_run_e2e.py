@@ -55,7 +55,7 @@ def test_two_process_run_writes_the_results_folder(cli, tmp_path: Path, tiny_res
     assert metrics["step_time_s"]["p99"] == pytest.approx(np.percentile(global_steps, 99), rel=1e-6)
     assert metrics["warmup_steps_discarded"] == WARMUP and metrics["measured_steps"] == STEPS - WARMUP
 
-    # Provenance per METHOD.md and per-rank facts.
+    # Provenance per docs/method.md and per-rank facts.
     prov = read_json(run_dir / schema.PROVENANCE)
     for key in ("versions", "git", "config", "seed", "backend", "world_size", "orchestrator_host", "gpu", "env",
                 "time_utc", "hostnames", "ranks", "launch", "data"):

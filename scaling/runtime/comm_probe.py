@@ -1,4 +1,4 @@
-"""What the per-rank loop records about gradient communication (METHOD.md "All-reduce overhead").
+"""What the per-rank loop records about gradient communication (docs/method.md "All-reduce overhead inside training").
 
 - Per step, with strategies that time their collectives (a ``comm_timer``, see
   runtime/comm_timing.py): comm_s (seconds with a gradient collective in flight) and comm_ops, as extra

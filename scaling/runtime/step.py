@@ -4,13 +4,13 @@ step, timed and instrumented the same way in throughput and time-to-accuracy run
 A step: the fault plan is consulted; then data (next batch, moved to the device), compute (forward
 and backward, gradient communication included) and optimizer time. On CPU these are readings of the
 rank's monotonic clock; on CUDA, CUDA events at the parts' edges read after the step's one end
-synchronisation (scaling/timing.py), with the step's own time on the host clock after that
+synchronisation (scaling/runtime/timing.py), with the step's own time on the host clock after that
 synchronisation. The comm probe's per-step columns (time in gradient collectives) and the strategy
 probe (collectives and state of one probe step) ride along.
 
-Set-up applies the run's precision and speed options (scaling/precision.py) in one place: TF32 flags,
-channels_last model (inputs: scaling/device_data.py), then autocast, gradient scaler and torch.compile
-in the strategy's step; and starts this node's GPU telemetry (scaling/telemetry.py, local rank 0).
+Set-up applies the run's precision and speed options (scaling/runtime/precision.py) in one place: TF32 flags,
+channels_last model (inputs: scaling/runtime/device_data.py), then autocast, gradient scaler and torch.compile
+in the strategy's step; and starts this node's GPU telemetry (scaling/runtime/telemetry.py, local rank 0).
 """
 from __future__ import annotations
 
