@@ -68,13 +68,12 @@ def _float(text: str, flag: str) -> float:
 
 def spec_from_args(args: argparse.Namespace):
     from trainscale.scaling.comm.spec import CommSpec, parse_dtype, parse_ops, parse_size, validate
-    from trainscale.scaling.orchestration.sweep import parse_int_list
 
     spec = CommSpec(
         ops=parse_ops(args.op), min_bytes=parse_size(args.minbytes, "-b"), max_bytes=parse_size(args.maxbytes, "-e"),
         step_factor=_int(args.stepfactor, "-f"), iters=_int(args.iters, "-n"),
         warmup_iters=_int(args.warmup_iters, "-w"), dtype=parse_dtype(args.dtype), root=_int(args.root, "--root"),
-        nproc=parse_int_list(args.nproc, "--nproc"), backend=args.backend,
+        nproc=cli_common.parse_int_list(args.nproc, "--nproc"), backend=args.backend,
         threads_per_rank=_int(args.threads_per_rank, "--threads-per-rank"), timeout_s=_float(args.timeout, "--timeout"),
         out=args.out, corrupt_rank=_int(args.corrupt_rank, "--corrupt-rank"),
     )

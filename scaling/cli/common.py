@@ -149,3 +149,16 @@ def spec_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str
         if flag not in skip and getattr(args, flag, None) is not None:
             out.setdefault(section, {})[key] = getattr(args, flag)
     return out
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} must be a comma-separated list of integers, got {text!r}") from None
+    if not values:
+        raise UsageError(f"{what} is empty")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise UsageError(f"{what} values must be at least 1, got {bad[0]}")
+    return sorted(set(values))

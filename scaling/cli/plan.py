@@ -73,21 +73,8 @@ def _positive(name: str, v: float | None, allow_zero: bool = False) -> None:
         raise UsageError(f"{name} must be {'0 or more' if allow_zero else 'positive'}, got {v:g}")
 
 
-def parse_nodes(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--nodes must be a comma-separated list of integers, got {text!r}") from None
-    if not values:
-        raise UsageError(f"--nodes is empty: {text!r}")
-    bad = [v for v in values if v < 1]
-    if bad:
-        raise UsageError(f"--nodes values must be at least 1, got {bad[0]}")
-    return sorted(set(values))
-
-
 def check_args(args: argparse.Namespace) -> list[int]:
-    nodes = parse_nodes(args.nodes)
+    nodes = cli_common.parse_int_list(args.nodes, "--nodes")
     if args.gpus_per_node < 1:
         raise UsageError(f"--gpus-per-node must be at least 1, got {args.gpus_per_node}")
     _positive("--cost-per-node-hour", args.cost, allow_zero=True)

@@ -53,10 +53,10 @@ def unused_degrees(parallel: str | None) -> tuple[str, ...]:
 
 def handle(args: argparse.Namespace) -> int:
     from trainscale.scaling.resolve import resolve
-    from trainscale.scaling.orchestration.sweep import execute_sweep, parse_int_list, plan
+    from trainscale.scaling.orchestration.sweep import execute_sweep, plan
 
-    nprocs = parse_int_list(args.nproc, "--nproc")
-    nodes = parse_int_list(args.nodes, "--nodes")
+    nprocs = cli_common.parse_int_list(args.nproc, "--nproc")
+    nodes = cli_common.parse_int_list(args.nodes, "--nodes")
     strategies = parse_strategies(args.parallel)
     bases = []
     for parallel in strategies:

@@ -30,19 +30,6 @@ class SweepPoint:
     spec: RunSpec
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise SpecError(f"{what} must be a comma-separated list of integers, got {text!r}") from None
-    if not values:
-        raise SpecError(f"{what} is empty")
-    bad = [v for v in values if v < 1]
-    if bad:
-        raise SpecError(f"{what} values must be at least 1, got {bad[0]}")
-    return sorted(set(values))
-
-
 def _data_parallel_degree(base: RunSpec, nodes: int, nproc: int) -> int:
     try:
         return dataclasses.replace(base, nodes=nodes, nproc=nproc).degrees.dp

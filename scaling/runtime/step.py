@@ -14,6 +14,7 @@ in the strategy's step; and starts this node's GPU telemetry (scaling/runtime/te
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +28,7 @@ from trainscale.workloads.registry import WORKLOADS, Built
 from trainscale.scaling.runtime.comm_probe import CommProbe
 from trainscale.scaling.runtime.device_data import DeviceBatches
 from trainscale.scaling.runtime.distributed import DistContext
+from trainscale.scaling.runtime.events import EventLog, mlc
 from trainscale.scaling.strategies.mesh import Layout
 from trainscale.scaling.runtime.measure import MemoryWatch, StrategyProbe
 from trainscale.scaling.runtime.precision import StepOptions
@@ -60,6 +62,17 @@ def set_up(spec: RunSpec, ctx: DistContext, min_train_samples: int) -> Session:
     strategy.configure_step(options)  # validation refused options the strategy cannot apply
     return Session(built, strategy, strategy.layout_of(ctx.rank, ctx.world_size), memory, options,
                    NodeTelemetry.start(spec, ctx))
+
+
+def end_init(events: EventLog, spec: RunSpec, t_main: float) -> float:
+    """All ranks set up: the barrier that ends init, init_stop and the run's MLPerf keys; init_s."""
+    torch.distributed.barrier()
+    init_s = time.monotonic() - t_main
+    events.end(mlc.INIT_STOP)
+    events.event(mlc.GLOBAL_BATCH_SIZE, spec.global_batch)
+    events.event(mlc.SEED, spec.seed)
+    events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
+    return init_s
 
 
 class TimedStep:

@@ -14,10 +14,8 @@ throughput figures of the run leave them out (the TTA clock does not).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import torch
 
 from trainscale.scaling.results import schema
 from trainscale.workloads.data import sharded_eval_loader, sharded_loader
@@ -28,7 +26,7 @@ from trainscale.scaling.runtime.events import EventLog, mlc
 from trainscale.scaling.runtime.progress_file import ProgressFile
 from trainscale.scaling.runtime.recorder import SampleRecorder
 from trainscale.scaling.spec import RunSpec
-from trainscale.scaling.runtime.step import TimedStep, set_up
+from trainscale.scaling.runtime.step import TimedStep, end_init, set_up
 
 
 def _eval_due(spec: RunSpec, step: int, epoch: int, last_in_epoch: bool) -> bool:
@@ -44,12 +42,7 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     if built.eval_set is None:
         raise ValueError(f"workload {spec.workload!r} has no validation set for data.kind {spec.data.kind!r}: "
                          "a time-to-accuracy run needs one")
-    torch.distributed.barrier()
-    init_s = time.monotonic() - t_main
-    events.end(mlc.INIT_STOP)
-    events.event(mlc.GLOBAL_BATCH_SIZE, spec.global_batch)
-    events.event(mlc.SEED, spec.seed)
-    events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
+    init_s = end_init(events, spec, t_main)
     events.event(schema.EVENT_TARGET_ACCURACY, spec.target_accuracy)
     events.event(schema.EVENT_EVAL_CADENCE, {"every_steps": spec.eval.every_steps} if spec.eval.every_steps
                  else {"every_epochs": spec.eval.every_epochs})

@@ -34,7 +34,7 @@ from trainscale.scaling.runtime.events import EventLog, mlc
 from trainscale.scaling.runtime.progress_file import ProgressFile
 from trainscale.scaling.runtime.recorder import SampleRecorder
 from trainscale.scaling.spec import RunSpec, from_dict
-from trainscale.scaling.runtime.step import TimedStep, set_up
+from trainscale.scaling.runtime.step import TimedStep, end_init, set_up
 
 EVENT_ATTEMPT = schema.EVENT_ATTEMPT
 
@@ -56,12 +56,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
                             workers=spec.data.loader_workers, pin_memory=ctx.device.type == "cuda")
     saver = RunCheckpoints(spec, session.strategy, run_dir, events) if spec.checkpoint.enabled else None
     start_step = saver.restore() if saver else 0
-    torch.distributed.barrier()
-    init_s = time.monotonic() - t_main
-    events.end(mlc.INIT_STOP)
-    events.event(mlc.GLOBAL_BATCH_SIZE, spec.global_batch)
-    events.event(mlc.SEED, spec.seed)
-    events.event(mlc.NUM_WARMUP_STEPS, spec.warmup)
+    init_s = end_init(events, spec, t_main)
     events.event(mlc.MAX_STEPS, spec.steps)
 
     run_start = events.start(mlc.RUN_START, metadata={"first_step": start_step})
