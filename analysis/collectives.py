@@ -94,7 +94,7 @@ def size_result(op: str, world: int, nbytes: int, count: int, dtype: str, root: 
     p50, p99 = np.percentile(per_iter_max, [50, 99])
     return SizeResult(
         op=op, world_size=world, bytes=int(nbytes), count=int(count), dtype=dtype,
-        redop="sum" if COLLECTIVES.get(op).reducing else "none", root=root if op == "broadcast" else -1,
+        redop="sum" if COLLECTIVES.get(op).reducing else "none", root=root if COLLECTIVES.get(op).rooted else -1,
         iterations=int(t.shape[1]), time_s=time_s, p50_s=float(p50), p99_s=float(p99),
         min_s=float(per_iter_max.min()), max_s=float(per_iter_max.max()),
         algbw_gbps=algbw(nbytes, time_s), busbw_gbps=busbw(op, nbytes, time_s, world),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from trainscale.scaling.results import schema
+from trainscale.scaling.results.collectives import COLLECTIVES
 from trainscale.analysis.collectives import OPS, AlphaBetaFit, SizeResult, fit_results, size_result
 from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
 
@@ -76,13 +77,11 @@ def build_results(comm_dir: Path, launches: dict[int, dict] | None = None) -> di
         "schema_version": schema.SCHEMA_VERSION,
         "kind": "comm",
         "definitions": {
-            "bytes": "nccl-tests size per rank (all_gather: gathered output; reduce_scatter: input; "
-                     "all_to_all: send buffer)",
+            "bytes": "nccl-tests size per rank: " + "; ".join(f"{o.name}: {o.size_means}" for o in COLLECTIVES),
             "time_s": "slowest rank's mean over timed iterations",
             "p50_s/p99_s": "percentiles over iterations of the per-iteration maximum across ranks",
             "algbw_gbps": "bytes / time_s / 1e9",
-            "busbw_gbps": "algbw x 2(n-1)/n all_reduce; (n-1)/n all_gather, reduce_scatter, all_to_all; "
-                          "1 broadcast, send_recv",
+            "busbw_gbps": "algbw x " + "; ".join(f"{o.bus_factor_text} {o.name}" for o in COLLECTIVES),
             "wrong": "result elements that failed the check, summed over ranks",
             "fits": "t = alpha + beta * bytes per op and world size (fitted, not measured)",
         },

@@ -18,7 +18,7 @@ from trainscale.scaling.spec import SpecError
 @pytest.mark.parametrize("op, n, factor", [
     ("all_reduce", 2, 1.0), ("all_reduce", 4, 1.5), ("all_reduce", 8, 1.75), ("all_reduce", 1, 0.0),
     ("all_gather", 4, 0.75), ("reduce_scatter", 8, 0.875), ("all_to_all", 2, 0.5),
-    ("broadcast", 8, 1.0), ("send_recv", 2, 1.0),
+    ("broadcast", 8, 1.0), ("scatter", 4, 0.75), ("send_recv", 2, 1.0),
 ])
 def test_bus_factors_are_method_md(op, n, factor):
     assert bus_factor(op, n) == pytest.approx(factor)
@@ -103,7 +103,7 @@ def test_sizes_ops_and_validation():
     assert [parse_size(s, "-b") for s in ("512", "1K", "8KB", "64M", "1g")] == [512, 1024, 8192, 64 * 2**20, 2**30]
     with pytest.raises(SpecError, match="-b must be a size like 1K, 64M or 1G, got '1X'"):
         parse_size("1X", "-b")
-    assert parse_ops("all")[0] == "all_reduce" and len(parse_ops("all")) == 6
+    assert parse_ops("all")[0] == "all_reduce" and len(parse_ops("all")) == 7
     assert parse_ops("send-recv,all_reduce") == ["send_recv", "all_reduce"]
     assert parse_ops("alltoall,sendrecv,allreduce") == ["all_to_all", "send_recv", "all_reduce"]  # nccl-tests names
     assert CommSpec(min_bytes=1024, max_bytes=8192, step_factor=2).sizes() == [1024, 2048, 4096, 8192]
@@ -122,6 +122,8 @@ def _reference(op: str, inputs: list[torch.Tensor], rank: int, world: int, root:
         return torch.stack(inputs).sum(0).to(inputs[0].dtype).chunk(world)[rank]
     if op == "broadcast":
         return inputs[root].clone()
+    if op == "scatter":
+        return inputs[root].chunk(world)[rank].clone()
     if op == "all_to_all":
         return torch.cat([inp.chunk(world)[rank] for inp in inputs])
     if op == "send_recv":
@@ -130,7 +132,8 @@ def _reference(op: str, inputs: list[torch.Tensor], rank: int, world: int, root:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
-@pytest.mark.parametrize("op", ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv"])
+@pytest.mark.parametrize("op", ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "scatter", "all_to_all",
+                                "send_recv"])
 def test_the_check_passes_correct_results_and_counts_each_wrong_element(op, dtype):
     world, root = 3, 1
     name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.uint8: "uint8"}[dtype]

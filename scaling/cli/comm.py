@@ -34,7 +34,8 @@ def register(sub) -> None:
                    help="untimed iterations per size, before the timed ones")
     p.add_argument("-d", "--dtype", default="float32",
                    help="float32, float64, float16, bfloat16, int8, uint8, int32, int64")
-    p.add_argument("-r", "--root", default="0", help="broadcast root rank")
+    p.add_argument("-r", "--root", default="0",
+                   help=f"root rank of {', '.join(o.name for o in COLLECTIVES if o.rooted)}")
     p.add_argument("--nproc", default="2", help="world sizes (processes on this machine), comma-separated")
     p.add_argument("--backend", default="gloo", help="gloo (CPU) or nccl (CUDA GPUs)")
     p.add_argument("--threads-per-rank", dest="threads_per_rank", default="0",

@@ -4,7 +4,7 @@ factor and the ring algorithm's sequential steps (docs/method.md "Collective ban
 
 Message size ("bytes") is nccl-tests' ``size``, per rank: the buffer each rank holds for all_reduce,
 broadcast and send_recv; the gathered output for all_gather; the input before scattering for
-reduce_scatter; each rank's send buffer for all_to_all. busbw = algbw x bus_factor(n).
+reduce_scatter and scatter (the root's buffer); each rank's send buffer for all_to_all. busbw = algbw x bus_factor(n).
 
 The definitions are torch-free so that analysis can use them: buffers are element counts, the call is
 handed torch.distributed and the tensors, and the expected result is described as pieces of the check
@@ -44,8 +44,11 @@ class CollectiveOp:
     name: str = ""
     summary: str = ""
     aliases: tuple[str, ...] = ()  # nccl-tests' binary names (allreduce_perf ...) work too
+    size_means: str = "the buffer each rank holds"  # what its message size ("bytes") counts
+    bus_factor_text: str = "1"  # bus_factor(n) as the tables print it
     reducing: bool = False  # sums over the ranks: the check values must stay exact in the dtype
     chunked: bool = False  # the message is split into one chunk per rank
+    rooted: bool = False  # a root rank (--root) sends or receives for the others
     min_world: int = 1  # send_recv between distinct ranks needs two
 
     def bus_factor(self, n: int) -> float:
@@ -83,6 +86,7 @@ def _chunked(size: int, world: int, element_size: int, gathered_input: bool, sca
 class AllReduce(CollectiveOp):
     name, aliases, reducing = "all_reduce", ("allreduce",), True
     summary = "every rank ends with the sum of all ranks' buffers"
+    bus_factor_text = "2(n-1)/n"
 
     def bus_factor(self, n: int) -> float:
         return 2.0 * (n - 1) / n
@@ -100,6 +104,7 @@ class AllReduce(CollectiveOp):
 class AllGather(CollectiveOp):
     name, aliases, chunked = "all_gather", ("allgather",), True
     summary = "every rank ends with every rank's chunk"
+    size_means, bus_factor_text = "the gathered output (world x each rank's chunk)", "(n-1)/n"
 
     def bus_factor(self, n: int) -> float:
         return (n - 1) / n
@@ -118,6 +123,7 @@ class AllGather(CollectiveOp):
 class ReduceScatter(CollectiveOp):
     name, aliases, reducing, chunked = "reduce_scatter", ("reducescatter",), True, True
     summary = "rank r ends with chunk r of the sum"
+    size_means, bus_factor_text = "the input before scattering (world x each rank's output)", "(n-1)/n"
 
     def bus_factor(self, n: int) -> float:
         return (n - 1) / n
@@ -134,7 +140,7 @@ class ReduceScatter(CollectiveOp):
 
 
 class Broadcast(CollectiveOp):
-    name = "broadcast"
+    name, rooted = "broadcast", True
     summary = "every rank ends with the root's buffer"
 
     def call(self, dist, inp, out, rank, world, root):
@@ -147,9 +153,29 @@ class Broadcast(CollectiveOp):
         return Expected("cat", ((root, 0, b.inp),))
 
 
+class Scatter(CollectiveOp):
+    name, chunked, rooted = "scatter", True, True
+    summary = "rank r ends with chunk r of the root's buffer"
+    size_means, bus_factor_text = "the root's buffer (world x each rank's output)", "(n-1)/n"
+
+    def bus_factor(self, n: int) -> float:
+        return (n - 1) / n
+
+    def buffers(self, size, world, element_size):
+        return _chunked(size, world, element_size, gathered_input=False, scattered_output=True)
+
+    def call(self, dist, inp, out, rank, world, root):
+        chunks = list(inp.chunk(world)) if rank == root else None
+        return lambda: dist.scatter(out, scatter_list=chunks, src=root)
+
+    def expected(self, b, rank, world, root):
+        return Expected("cat", ((root, rank * b.chunk, b.chunk),))
+
+
 class AllToAll(CollectiveOp):
     name, aliases, chunked = "all_to_all", ("alltoall",), True
     summary = "rank r ends with chunk r of every rank's buffer"
+    size_means, bus_factor_text = "each rank's send buffer (world chunks)", "(n-1)/n"
 
     def bus_factor(self, n: int) -> float:
         return (n - 1) / n
@@ -167,6 +193,7 @@ class AllToAll(CollectiveOp):
 class SendRecv(CollectiveOp):
     name, aliases, min_world = "send_recv", ("sendrecv",), 2
     summary = "every rank sends its buffer to the next rank and receives the previous rank's"
+    size_means = "the buffer each rank sends"
 
     def ring_steps(self, n: int) -> int:
         return 1
@@ -190,4 +217,4 @@ class SendRecv(CollectiveOp):
 
 
 COLLECTIVES: Registry[CollectiveOp] = Registry("collective", [
-    AllReduce(), AllGather(), ReduceScatter(), Broadcast(), AllToAll(), SendRecv()])
+    AllReduce(), AllGather(), ReduceScatter(), Broadcast(), Scatter(), AllToAll(), SendRecv()])
