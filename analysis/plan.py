@@ -194,62 +194,10 @@ def build_plan(report, data: ScalingData, inputs: PlanInputs, comm_model: Collec
         target_basis = "given (--target-samples)"
 
     base = data.size(model.base_world)
-    measured = {s.world_size: s for s in data.sizes}
     measured_ci = {r.world_size: (r.ci_low, r.ci_high) for r in report.rows}
-    rows = []
-    for n in inputs.nodes:
-        world = n * inputs.gpus_per_node
-        p = model.predict(world)
-        per_device = p.global_batch / world
-        if world in measured:  # the measured mean and its 95% CI (the report's), not the model's band
-            x, label = measured[world].throughput, MEASURED
-            ci = measured_ci.get(world, (None, None))
-            lo = max(0.0, ci[0]) if ci[0] is not None else x
-            hi = ci[1] if ci[1] is not None else x
-        else:
-            x, lo, hi, label = p.throughput, p.throughput_low, p.throughput_high, p.label
-        row = PlanRow(nodes=n, world_size=world, throughput=x, throughput_low=lo, throughput_high=hi, label=label,
-                      comm_label=p.comm_label, efficiency=x / ((world / base.world_size) * base.throughput),
-                      per_device_batch=per_device, step_s=p.global_batch / x, exposed_comm_s=p.exposed_comm_s)
-        if data.mode == STRONG and per_device < 1:
-            row.feasible = False
-            row.note = f"global batch {p.global_batch:g} leaves less than one sample per device"
-        row.below_threshold = row.efficiency < inputs.efficiency_threshold
-        if target is not None and row.feasible:
-            work_s = target / x
-            row.train_hours = work_s / 3600
-            band = (target / hi, target / lo)
-            if inputs.node_mtbf_hours is not None and inputs.failures is not None:
-                mtbf = job_mtbf_s(inputs.node_mtbf_hours * 3600, n)
-                g = expected_goodput(mtbf, inputs.failures.save_s, inputs.failures.restart_s,
-                                     method=inputs.interval_method)
-                row.job_mtbf_hours, row.checkpoint_interval_s, row.goodput = mtbf / 3600, g.interval_s, g.goodput
-                row.expected_hours = work_s / g.goodput / 3600
-                row.expected_hours_low, row.expected_hours_high = band[0] / g.goodput / 3600, band[1] / g.goodput / 3600
-            else:
-                row.expected_hours = row.train_hours
-                row.expected_hours_low, row.expected_hours_high = band[0] / 3600, band[1] / 3600
-            row.node_hours = n * row.expected_hours
-            if inputs.cost_per_node_hour is not None:
-                row.cost = row.node_hours * inputs.cost_per_node_hour
-            if inputs.deadline_hours is not None:
-                row.meets_deadline = row.expected_hours <= inputs.deadline_hours
-        rows.append(row)
+    rows = [_plan_row(n, model, data, base, measured_ci, inputs, target) for n in inputs.nodes]
     _pareto(rows)
-
-    best, reason = None, ""
-    if target is None:
-        reason = "no target (--target-samples or --target-accuracy): no time to train, cost or deadline"
-    else:
-        candidates = [r for r in rows if r.feasible and r.node_hours is not None
-                      and (inputs.deadline_hours is None or r.meets_deadline)]
-        what = "cost" if inputs.cost_per_node_hour is not None else "node-hours"
-        if candidates:
-            best = min(candidates, key=lambda r: (r.node_hours, r.expected_hours))
-            reason = (f"lowest {what} among the node counts meeting the {inputs.deadline_hours:g} h deadline"
-                      if inputs.deadline_hours is not None else f"lowest {what} (no deadline given)")
-        else:
-            reason = f"no planned node count meets the {inputs.deadline_hours:g} h deadline"
+    best, reason = _recommend(rows, target, inputs)
     threshold = next((r.nodes for r in rows if r.below_threshold), None)
     plan = Plan(inputs=inputs, source=str(report.source), mode=data.mode, sample_unit=data.sample_unit,
                 measured_worlds=data.worlds,
@@ -257,6 +205,67 @@ def build_plan(report, data: ScalingData, inputs: PlanInputs, comm_model: Collec
                 laws=laws, validation=validation, rows=rows, best=best, best_reason=reason, threshold_nodes=threshold)
     plan.warnings = _warnings(plan, report, data)
     return plan
+
+
+def _plan_row(n: int, model, data: ScalingData, base, measured_ci: dict, inputs: PlanInputs,
+              target: float | None) -> PlanRow:
+    """One node count: throughput (measured where that world size was run, else the model's), efficiency,
+    and with a target the time, node-hours, cost and goodput under failures."""
+    world = n * inputs.gpus_per_node
+    p = model.predict(world)
+    per_device = p.global_batch / world
+    measured = {s.world_size: s for s in data.sizes}
+    if world in measured:  # the measured mean and its 95% CI (the report's), not the model's band
+        x, label = measured[world].throughput, MEASURED
+        ci = measured_ci.get(world, (None, None))
+        lo = max(0.0, ci[0]) if ci[0] is not None else x
+        hi = ci[1] if ci[1] is not None else x
+    else:
+        x, lo, hi, label = p.throughput, p.throughput_low, p.throughput_high, p.label
+    row = PlanRow(nodes=n, world_size=world, throughput=x, throughput_low=lo, throughput_high=hi, label=label,
+                  comm_label=p.comm_label, efficiency=x / ((world / base.world_size) * base.throughput),
+                  per_device_batch=per_device, step_s=p.global_batch / x, exposed_comm_s=p.exposed_comm_s)
+    if data.mode == STRONG and per_device < 1:
+        row.feasible = False
+        row.note = f"global batch {p.global_batch:g} leaves less than one sample per device"
+    row.below_threshold = row.efficiency < inputs.efficiency_threshold
+    if target is not None and row.feasible:
+        _time_and_cost(row, target, inputs)
+    return row
+
+
+def _time_and_cost(row: PlanRow, target: float, inputs: PlanInputs) -> None:
+    work_s = target / row.throughput
+    row.train_hours = work_s / 3600
+    band = (target / row.throughput_high, target / row.throughput_low)
+    if inputs.node_mtbf_hours is not None and inputs.failures is not None:
+        mtbf = job_mtbf_s(inputs.node_mtbf_hours * 3600, row.nodes)
+        g = expected_goodput(mtbf, inputs.failures.save_s, inputs.failures.restart_s, method=inputs.interval_method)
+        row.job_mtbf_hours, row.checkpoint_interval_s, row.goodput = mtbf / 3600, g.interval_s, g.goodput
+        row.expected_hours = work_s / g.goodput / 3600
+        row.expected_hours_low, row.expected_hours_high = band[0] / g.goodput / 3600, band[1] / g.goodput / 3600
+    else:
+        row.expected_hours = row.train_hours
+        row.expected_hours_low, row.expected_hours_high = band[0] / 3600, band[1] / 3600
+    row.node_hours = row.nodes * row.expected_hours
+    if inputs.cost_per_node_hour is not None:
+        row.cost = row.node_hours * inputs.cost_per_node_hour
+    if inputs.deadline_hours is not None:
+        row.meets_deadline = row.expected_hours <= inputs.deadline_hours
+
+
+def _recommend(rows: list[PlanRow], target: float | None, inputs: PlanInputs) -> tuple[PlanRow | None, str]:
+    """The cheapest feasible node count meeting the deadline, and why."""
+    if target is None:
+        return None, "no target (--target-samples or --target-accuracy): no time to train, cost or deadline"
+    candidates = [r for r in rows if r.feasible and r.node_hours is not None
+                  and (inputs.deadline_hours is None or r.meets_deadline)]
+    what = "cost" if inputs.cost_per_node_hour is not None else "node-hours"
+    if not candidates:
+        return None, f"no planned node count meets the {inputs.deadline_hours:g} h deadline"
+    best = min(candidates, key=lambda r: (r.node_hours, r.expected_hours))
+    return best, (f"lowest {what} among the node counts meeting the {inputs.deadline_hours:g} h deadline"
+                  if inputs.deadline_hours is not None else f"lowest {what} (no deadline given)")
 
 
 def _warnings(plan: Plan, report, data: ScalingData) -> list[str]:

@@ -137,33 +137,7 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
         world = nodes * nproc
         per_rank[world] = metrics[0]["per_rank_step_time_s"]
         rank_step_times[f"world {world}"] = {rk: measured(c)["step_s"] for rk, c in first.items()}
-        # Throughput of a world size = global batch / mean time per step over its runs (the harmonic
-        # mean of their rates, right for fixed work); its CI is the Student-t CI of that mean time,
-        # inverted, exactly as within one run (runs.run_metrics): it cannot go below zero.
-        tps = [m["time_per_step_s"] for m in metrics]
-        gb = float(np.mean([m["global_batch"] for m in metrics]))
-        throughput = gb / float(np.mean(tps))
-        if len(tps) >= 2:
-            t_lo, t_hi = t_confidence_interval(tps)
-            lo, hi = gb / t_hi, (gb / t_lo if t_lo > 0 else float("inf"))
-            ci_basis = f"Student-t 95% over {len(tps)} runs (of the time per step, inverted)"
-        else:
-            lo, hi = metrics[0]["throughput"]["ci_low"], metrics[0]["throughput"]["ci_high"]
-            ci_basis = "Student-t 95% over steps of 1 run"
-        pooled = summarize(np.concatenate(step_times))
-        breakdown = {k: float(np.mean([m["breakdown_s"][k] for m in metrics])) for k in metrics[0]["breakdown_s"]}
-        launch = ok[0].summary.get("launch", {})
-        rows.append(SizeRow(
-            world_size=world, nodes=nodes, nproc=nproc, runs_ok=len(ok), runs_failed=len(members) - len(ok),
-            global_batch=gb, throughput=throughput,
-            ci_low=lo, ci_high=hi, ci_basis=ci_basis, per_device=throughput / world,
-            time_per_step_s=float(np.mean([m["time_per_step_s"] for m in metrics])), step_mean_s=pooled.mean, step_p50_s=pooled.p50, step_p95_s=pooled.p95, step_p99_s=pooled.p99,
-            breakdown_s=breakdown, slowest_rank=metrics[0]["slowest_rank"], outlier_steps=len(pooled.outliers),
-            threads_per_rank=launch.get("threads_per_rank"), oversubscribed=bool(launch.get("oversubscribed")),
-            outlier_runs=[ok[i].path.name for i in mad_outliers(tps)],
-            comm=combine_runs([m.get("comm") for m in metrics]),
-            comm_delay_ms=max(float(r.config.get("comm", {}).get("delay_ms", 0.0)) for r in ok),
-        ))
+        rows.append(_size_row(nodes, nproc, ok, metrics, step_times, len(members) - len(ok)))
 
     for row, point in zip(rows, scaling_points(mode, [r.world_size for r in rows], [r.time_per_step_s for r in rows],
                                                [r.throughput for r in rows])):
@@ -185,6 +159,37 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
     report.warnings += comparison_warnings(report.strategies)
     report.gpu = gpu_telemetry.report_rows(runs)
     return report
+
+
+def _size_row(nodes: int, nproc: int, ok: list[Run], metrics: list[dict], step_times: list[np.ndarray],
+              failed: int) -> SizeRow:
+    """One world size over its usable runs."""
+    world = nodes * nproc
+    # Throughput of a world size = global batch / mean time per step over its runs (the harmonic
+    # mean of their rates, right for fixed work); its CI is the Student-t CI of that mean time,
+    # inverted, exactly as within one run (runs.run_metrics): it cannot go below zero.
+    tps = [m["time_per_step_s"] for m in metrics]
+    gb = float(np.mean([m["global_batch"] for m in metrics]))
+    throughput = gb / float(np.mean(tps))
+    if len(tps) >= 2:
+        t_lo, t_hi = t_confidence_interval(tps)
+        lo, hi = gb / t_hi, (gb / t_lo if t_lo > 0 else float("inf"))
+        ci_basis = f"Student-t 95% over {len(tps)} runs (of the time per step, inverted)"
+    else:
+        lo, hi = metrics[0]["throughput"]["ci_low"], metrics[0]["throughput"]["ci_high"]
+        ci_basis = "Student-t 95% over steps of 1 run"
+    pooled = summarize(np.concatenate(step_times))
+    breakdown = {k: float(np.mean([m["breakdown_s"][k] for m in metrics])) for k in metrics[0]["breakdown_s"]}
+    launch = ok[0].summary.get("launch", {})
+    return SizeRow(
+        world_size=world, nodes=nodes, nproc=nproc, runs_ok=len(ok), runs_failed=failed,
+        global_batch=gb, throughput=throughput, ci_low=lo, ci_high=hi, ci_basis=ci_basis, per_device=throughput / world,
+        time_per_step_s=float(np.mean(tps)), step_mean_s=pooled.mean, step_p50_s=pooled.p50,
+        step_p95_s=pooled.p95, step_p99_s=pooled.p99, breakdown_s=breakdown, slowest_rank=metrics[0]["slowest_rank"],
+        outlier_steps=len(pooled.outliers), threads_per_rank=launch.get("threads_per_rank"),
+        oversubscribed=bool(launch.get("oversubscribed")), outlier_runs=[ok[i].path.name for i in mad_outliers(tps)],
+        comm=combine_runs([m.get("comm") for m in metrics]),
+        comm_delay_ms=max(float(r.config.get("comm", {}).get("delay_ms", 0.0)) for r in ok))
 
 
 def _environment(runs: list[Run]) -> dict:
