@@ -33,6 +33,7 @@ class FaultInjector:
                  checkpoint_root: Path | None = None, node_rank: int = 0) -> None:
         self.fault, self.rank, self.run_start = fault, rank, run_start
         self.events_path, self.checkpoint_root = events_path, checkpoint_root
+        self.run_dir = events_path.parent if events_path is not None else None
         self.kind: FaultKind | None = FAULT_KINDS.get(fault.kind) if fault.kind != NO_FAULT else None
         # Fire once per run, whatever restarts the group (torchrun's count; the marker for Ray and others).
         self.marker = events_path.parent / schema.FAULT_FIRED if events_path is not None else None
@@ -45,11 +46,11 @@ class FaultInjector:
     def _due(self, step: int) -> bool:
         if self.fault.at_time_s >= 0:
             return time.monotonic() - self.run_start >= self.fault.at_time_s
-        return step == self.fault.at_step
+        return step >= self.fault.at_step  # at that step, or the first after it the kind is ready at
 
     def before_step(self, step: int) -> None:
         """Called before each step: the fault fires here when it is due."""
-        if not self.armed or not self._due(step):
+        if not self.armed or not self._due(step) or not self.kind.ready(self):
             return
         self.armed = False
         self._log(step, self.kind.prepare(self, step))

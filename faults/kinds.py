@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,10 @@ class FaultKind:
                 raise ValueError(f"fault.at_step must be 0 or more, got {f.at_step}")
         elif not 0 <= f.at_step < spec.steps:
             raise ValueError(f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {f.at_step}")
+
+    def ready(self, injector: FaultInjector) -> bool:
+        """Whether the fault can fire now that it is due (else it fires at the first step it can)."""
+        return True
 
     def prepare(self, injector: FaultInjector, step: int) -> dict[str, Any]:
         """Done before the fault is logged; what the ts_fault event records beyond kind, rank and step."""
@@ -134,9 +139,14 @@ class Partition(FaultKind):
         iface = os.environ.get("GLOO_SOCKET_IFNAME", "")
         if not iface:
             raise InjectedFault("partition needs an emulated cluster node (no GLOO_SOCKET_IFNAME)")
-        # The healer outlives this rank (its own session: the agent's kill of the group misses it).
-        subprocess.Popen(["sh", "-c", f"sleep {float(injector.fault.partition_s)}; ip link set dev {iface} up"],
-                         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The healer outlives this rank (its own session: the agent's kill of the group misses it); its
+        # arguments name the run folder, so the launch's supervisor stops it when the launch ends (and
+        # then brings the links up itself).
+        heal = ("import subprocess, sys, time; time.sleep(float(sys.argv[1])); "
+                "subprocess.run(['ip', 'link', 'set', 'dev', sys.argv[2], 'up'])")
+        subprocess.Popen([sys.executable, "-c", heal, str(float(injector.fault.partition_s)), iface,
+                          str(injector.run_dir)], start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
         subprocess.run(["ip", "link", "set", "dev", iface, "down"], check=True, timeout=10)
 
 
@@ -169,11 +179,24 @@ class CheckpointCorrupt(FaultKind):
 
     def validate(self, spec):
         super().validate(spec)
-        c = spec.checkpoint
+        c, f = spec.checkpoint, spec.fault
         if not c.enabled:
             raise ValueError("fault.kind 'ckpt-corrupt' needs checkpoints (checkpoint.every_steps or checkpoint.every_s)")
         if c.keep < 2:
             raise ValueError(f"fault.kind 'ckpt-corrupt' needs checkpoint.keep >= 2 to fall back, got {c.keep}")
+        # It corrupts a checkpoint that exists: one must be written before the step it fires at.
+        if f.at_time_s >= 0 or not c.every_steps:
+            raise ValueError("fault.kind 'ckpt-corrupt' fires at a step (--at-step) after the first checkpoint by "
+                             "steps (checkpoint.every_steps): a time cannot be checked against when checkpoints exist")
+        if f.at_step < c.every_steps:
+            raise ValueError(f"fault.kind 'ckpt-corrupt' at step {f.at_step} fires before the first checkpoint "
+                             f"(written after step {c.every_steps}, checkpoint.every_steps): no checkpoint to corrupt")
+
+    def ready(self, injector):
+        """An asynchronous save may complete a little after its step: the fault waits for it."""
+        from trainscale.faults.checkpoint_store import newest_complete
+
+        return injector.checkpoint_root is not None and newest_complete(injector.checkpoint_root) is not None
 
     def prepare(self, injector, step):
         from trainscale.faults.checkpoint_store import corrupt_newest

@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from trainscale.launchers.base import PARENT_PID_ENV
+from trainscale.launchers.ownership import die_with_parent
+
 
 def _root_cause_order(item) -> tuple[bool, int]:
     """Root cause first. When one worker dies the agent stops the others with SIGTERM, and their
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--" not in argv:
         print("usage: python -m trainscale.launchers.agent --failures FILE -- <torchrun args>", file=sys.stderr)
         return 2
+    # This agent ends when the trainscale process that started it does (torchrun stops its workers on SIGTERM).
+    if os.environ.get(PARENT_PID_ENV, "").isdigit():
+        die_with_parent(signal.SIGTERM, int(os.environ[PARENT_PID_ENV]))
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="trainscale.launchers.agent")
     parser.add_argument("--failures", required=True, type=Path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from trainscale.launchers import ownership
 from trainscale.scaling.provenance import usable_cores
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from trainscale.scaling.spec import RunSpec
 
 ProgressCallback = Callable[[dict], None]
+PARENT_PID_ENV = "TRAINSCALE_PARENT_PID"  # the trainscale process an agent belongs to (ownership.die_with_parent)
 POLL_S = 0.25
 KILL_GRACE_S = 10.0
 
@@ -57,6 +59,10 @@ class Launcher:
 
     def after_record(self, spec: RunSpec, run_dir: Path, summary: dict) -> None:
         """What to do once the run's summary is written."""
+
+    def stop_note(self, spec: RunSpec, signal_name: str) -> str:
+        """What the record adds to "stopped by SIGNAL" (where, and what the signal means here)."""
+        return ""
 
 
 def check_visible_gpus(nproc: int) -> None:
@@ -100,7 +106,8 @@ def agent_env(threads: int, tmp: Path, max_restarts: int = 0) -> dict[str, str]:
 
 
 def worker_command(run_dir: Path) -> list[str]:
-    return ["-m", "trainscale.scaling.runtime.worker", "--run-dir", str(run_dir)]
+    """The rank's entry point; the folder absolute, so that the supervisor finds the workers by it."""
+    return ["-m", "trainscale.scaling.runtime.worker", "--run-dir", str(Path(run_dir).resolve())]
 
 
 def describe_failures(failures: list[dict]) -> str:
@@ -156,7 +163,9 @@ def run_agent(cmd: list[str], env: dict[str, str], run_dir: Path, timeout_s: flo
 def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
                on_progress: ProgressCallback | None) -> LaunchResult:
     """Start agents (one per node), follow rank 0's progress, enforce the timeout; when one agent
-    fails, give the others FAILED_AGENT_GRACE_S, then kill them; merge every node's failure records."""
+    fails, give the others FAILED_AGENT_GRACE_S, then kill them; merge every node's failure records.
+    However it ends (a Stopped signal or any error included), every process of the launch is stopped
+    on the way out (launchers/ownership.py)."""
     logs = run_dir / schema.LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -164,12 +173,15 @@ def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
     exit_order: list[int] = []
     timed_out = False
     first_failure_at: float | None = None
+    seen: set[tuple[int, int]] = set()  # every process of the launch seen so far (pid, start ticks)
     try:
         for agent in agents:
+            env = {**agent.env, PARENT_PID_ENV: str(os.getpid())}  # the agents end when this process dies
             with open(logs / agent.log_name, "w") as log:
-                procs.append(subprocess.Popen(agent.cmd, stdout=log, stderr=subprocess.STDOUT, env=agent.env,
+                procs.append(subprocess.Popen(agent.cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                               start_new_session=True))
         while True:
+            seen |= ownership.descendants(p.pid for p in procs)
             for i, proc in enumerate(procs):
                 if i not in exit_order and proc.poll() is not None:
                     exit_order.append(i)
@@ -190,7 +202,9 @@ def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
                     pass
             time.sleep(POLL_S)
     finally:
+        seen |= ownership.descendants(p.pid for p in procs)
         _kill_groups([p for p in procs if p.poll() is None])
+        ownership.stop_all(seen | ownership.mentioning(run_dir))
     wall = time.monotonic() - t0
     if timed_out:
         return LaunchResult(False, f"timed out after {timeout_s:g} s (timeout_s); all processes killed", wall)

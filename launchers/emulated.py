@@ -70,6 +70,8 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
         result = LaunchResult(False, str(e), 0.0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for n in nodes:  # a partition drill's link is up again, however the launch ended
+            netns.link_up(n.netns, n.interface)
     after = {n.index: netns.link_bytes(n.netns, n.interface) for n in nodes}
     result.facts = {
         **core_facts(threads, spec.nproc * spec.nodes),

@@ -23,6 +23,7 @@ from trainscale.scaling.spec import SpecError
 NETNS_DIR = "/run/netns"
 TBF_LATENCY = "50ms"  # how long a packet may wait in the tbf queue before it is dropped
 MIN_BURST_BYTES = 16 * 1024
+MIN_RATE_BPS = 8_000  # 8 kbit/s: 1 kB/s
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)([kmgt]?)bit$")
 _RATE_SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
@@ -61,9 +62,12 @@ def require_root_and_tools(what: str) -> None:
 def parse_rate(text: str) -> int:
     """'1gbit' -> 1_000_000_000 bits/s (tc's units; 'kbit', 'mbit', 'gbit', 'tbit')."""
     m = _RATE.match(text.strip().lower())
-    if not m or float(m.group(1)) <= 0:
+    if not m:
         raise SpecError(f"--bandwidth must look like 100mbit or 1gbit, got {text!r}")
-    return int(float(m.group(1)) * _RATE_SCALE[m.group(2)])
+    rate = int(float(m.group(1)) * _RATE_SCALE[m.group(2)])
+    if rate < MIN_RATE_BPS:  # tbf cannot shape below this (and 0 would be no link at all)
+        raise SpecError(f"--bandwidth must be at least {MIN_RATE_BPS // 1000}kbit, got {text!r}")
+    return rate
 
 
 def parse_delay(text: str) -> float:
@@ -160,6 +164,11 @@ def add_link(node_ns: str, node_if: str, address: str, prefixlen: int, switch_ns
     run("ip", "-n", node_ns, "link", "set", node_if, "up")
     run("ip", "-n", switch_ns, "link", "set", port, "master", bridge)
     run("ip", "-n", switch_ns, "link", "set", port, "up")
+
+
+def link_up(ns: str, dev: str) -> None:
+    """Bring a link up (after a partition drill, whatever ended it)."""
+    run("ip", "-n", ns, "link", "set", dev, "up", check=False)
 
 
 def burst_bytes(rate_bps: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json, write_json_atomic
 
+from trainscale.launchers.base import PARENT_PID_ENV
+from trainscale.launchers.ownership import die_with_parent
 from trainscale.launchers.ray_train import IDENTITY_DIR
 
 
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", required=True, type=int)
     parser.add_argument("--session-dir", required=True, type=Path)
     args = parser.parse_args(argv)
+    # The driver ends (and shuts its Ray down) when the trainscale process that started it does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    if os.environ.get(PARENT_PID_ENV, "").isdigit():
+        die_with_parent(signal.SIGTERM, int(os.environ[PARENT_PID_ENV]))
 
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig

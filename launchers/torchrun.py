@@ -30,6 +30,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from trainscale.launchers.ownership import stop_on_signals
 from trainscale.launchers.base import (Agent, LaunchResult, Launcher, ProgressCallback, agent_env, core_facts,
                                        describe_failures, order_failures, run_agents, threads_per_rank, worker_command)
 from trainscale.scaling.results import schema
@@ -40,15 +41,8 @@ if TYPE_CHECKING:
     from trainscale.scaling.spec import RunSpec
 
 NODE_RANK_ENV = ("NODE_RANK", "SLURM_NODEID")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class StopSignal(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.name = signal.Signals(signum).name
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
@@ -151,32 +145,24 @@ class TorchrunLauncher(Launcher):
         agent = Agent(cmd, agent_env(threads, tmp, spec.launch.max_restarts), failures_file(run_dir, spec, rank),
                       log_name="agent.log" if spec.nodes == 1 else f"agent-node{rank}.log", node=f"node{rank}")
 
-        def stop(signum, _frame):
-            raise StopSignal(signum)
-
-        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-        stopped_by = None
         try:
-            result = run_agents([agent], run_dir, spec.timeout_s, on_progress if rank == 0 else None)
-        except StopSignal as e:  # run_agents has stopped the agent's process group on the way out
-            stopped_by = e.name
-            result = LaunchResult(False, None, 0.0)
+            # Slurm's warning before the time limit (--signal=USR2@...) stops the node as SIGTERM does.
+            with stop_on_signals((signal.SIGUSR2,)):
+                result = run_agents([agent], run_dir, spec.timeout_s, on_progress if rank == 0 else None)
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             shutil.rmtree(tmp, ignore_errors=True)
         if rank == 0 and spec.nodes > 1 and not result.ok:
             result.failures = _all_nodes_failures(run_dir, spec)
             if result.failures:
                 result.reason = describe_failures(result.failures)
-        if stopped_by:
-            result.reason = (f"stopped by {stopped_by} on node {rank} "
-                             + ("(Slurm's warning before the time limit, or a preemption notice)"
-                                if stopped_by == "SIGUSR2" else "(asked to terminate)"))
         result.facts = {"node_rank": rank, "nodes": spec.nodes, "rdzv_endpoint": spec.launch.rdzv_endpoint or None,
                         "run_id": spec.launch.run_id or None, "max_restarts": spec.launch.max_restarts,
-                        **core_facts(threads, spec.nproc), "stopped_by": stopped_by, "command": cmd}
+                        **core_facts(threads, spec.nproc), "command": cmd}
         return result
+
+    def stop_note(self, spec: RunSpec, signal_name: str) -> str:
+        return f" on node {node_rank(spec)} " + ("(Slurm's warning before the time limit, or a preemption notice)"
+                                                 if signal_name == "SIGUSR2" else "(asked to terminate)")
 
     def after_record(self, spec: RunSpec, run_dir: Path, summary: dict) -> None:
         """Inside a Slurm job, a run stopped by SIGUSR2 is requeued once its record is written."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 from trainscale.scaling.cli.common import EXIT_USAGE, HelpFormatter, OneLineParser, UsageError
@@ -46,13 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(argv)  # as typed (trainscale run --dry-run repeats it)
     prog = f"trainscale {args.command}"
-    from trainscale.scaling.spec import SpecError
+    from trainscale.scaling.errors import SpecError
+
+    from trainscale.launchers.ownership import Stopped, stop_on_signals
+    from trainscale.scaling.results.files import ResultsError
 
     try:
-        return int(args.handler(args))
-    except (UsageError, SpecError) as e:
+        with stop_on_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+            return int(args.handler(args))
+    except (UsageError, SpecError, ResultsError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Stopped as e:  # its processes are stopped and its records say so
+        print(f"{prog}: stopped by {e.name}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

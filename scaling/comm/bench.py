@@ -11,6 +11,7 @@ analysis.collectives turns them into the table.
 from __future__ import annotations
 
 import argparse
+import signal
 import csv
 import os
 import time
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from trainscale.launchers.ownership import die_with_parent
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.records import RankInfo
 from trainscale.scaling.results.collectives import COLLECTIVES, Buffers, CollectiveOp
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
+    die_with_parent(signal.SIGKILL)  # a rank whose agent is gone has no one to report to
     spec = CommSpec.from_dict(read_json(args.config))
     threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)

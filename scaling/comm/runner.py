@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainscale.scaling.results import schema
-from trainscale.scaling.results.records import CommSummary
+from trainscale.launchers.ownership import Stopped
+from trainscale.scaling.results.records import CommSummary, process_identity
 from trainscale.analysis.comm_report import write_comm_report
 from trainscale.scaling.results.files import read_json, write_json_atomic
 from trainscale.launchers.base import LaunchResult, agent_env, core_facts, run_agent, threads_per_rank
@@ -102,7 +103,8 @@ def execute_comm(spec: CommSpec, observer: RunObserver | None = None) -> CommOut
     prov = comm_provenance(config)
     write_json_atomic(comm_dir / schema.PROVENANCE, prov)
     write_json_atomic(comm_dir / schema.SUMMARY, CommSummary(status=schema.STATUS_STARTED, run_id=comm_dir.name,
-                                                             started_utc=prov["time_utc"]).to_dict())
+                                                             started_utc=prov["time_utc"],
+                                                             orchestrator=process_identity()).to_dict())
     t0 = time.monotonic()
     launches: dict[int, LaunchResult] = {}
     try:
@@ -114,10 +116,10 @@ def execute_comm(spec: CommSpec, observer: RunObserver | None = None) -> CommOut
             if observer:
                 observer.run_finished(label, {"status": schema.STATUS_OK if r.ok else schema.STATUS_FAILED,
                                               "reason": r.reason, "wall_s": r.wall_s})
-    except KeyboardInterrupt:
+    except (Stopped, KeyboardInterrupt) as e:  # the launch stopped its processes on the way out
         write_json_atomic(comm_dir / schema.SUMMARY, CommSummary(
-            status=schema.STATUS_FAILED, run_id=comm_dir.name, reason="interrupted by the user (Ctrl-C)",
-            wall_s=time.monotonic() - t0).to_dict())
+            status=schema.STATUS_STOPPED, run_id=comm_dir.name,
+            reason=f"stopped by {e.name if isinstance(e, Stopped) else 'SIGINT'}", wall_s=time.monotonic() - t0).to_dict())
         raise
     doc = write_comm_report(comm_dir, {n: {"ok": r.ok, "reason": r.reason} for n, r in launches.items()})
     ok, reason = _verdict(doc, launches)

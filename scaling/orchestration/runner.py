@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from trainscale.launchers.ownership import Stopped
 from trainscale.scaling.results import schema
-from trainscale.scaling.results.records import RunSummary
+from trainscale.scaling.results.records import RunSummary, process_identity
 from trainscale.scaling.results.files import read_json, write_json_atomic
 from trainscale.analysis.gpu_telemetry import run_gpu_summary
 from trainscale.analysis.strategies import parallel_summary
@@ -131,16 +132,20 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
     prov = provenance.collect(config)
     write_json_atomic(run_dir / schema.PROVENANCE, prov)
     write_json_atomic(run_dir / schema.SUMMARY, RunSummary(status=schema.STATUS_STARTED, run_id=run_dir.name,
-                                                           started_utc=prov["time_utc"], **_identity(spec)).to_dict())
+                                                           started_utc=prov["time_utc"], orchestrator=process_identity(),
+                                                           **_identity(spec)).to_dict())
     t0 = time.monotonic()
     try:
         result = launcher.launch(spec, run_dir, on_progress)
-        ok, reason, failures, facts = result.ok, result.reason, result.failures, result.facts
-    except KeyboardInterrupt:
-        ok, reason, failures, facts = False, "interrupted by the user (Ctrl-C)", [], {}
-        write_json_atomic(run_dir / schema.SUMMARY, summarise(spec, run_dir, ok, reason, time.monotonic() - t0,
-                                                             failures, facts).to_dict())
+    except (Stopped, KeyboardInterrupt) as e:  # the launch stopped every process of the run on its way out
+        name = e.name if isinstance(e, Stopped) else "SIGINT"
+        stopped = summarise(spec, run_dir, False, f"stopped by {name}{launcher.stop_note(spec, name)}",
+                            time.monotonic() - t0, [], {"stopped_by": name})
+        stopped.status = schema.STATUS_STOPPED
+        write_json_atomic(run_dir / schema.SUMMARY, stopped.to_dict())
+        launcher.after_record(spec, run_dir, stopped.to_dict())
         raise
+    ok, reason, failures, facts = result.ok, result.reason, result.failures, result.facts
     summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts).to_dict()
     prov["launch"] = facts
     prov["ranks"] = [{k: i.get(k) for k in ("rank", "node_rank", "local_rank", "hostname", "node_name", "addresses", "pid",

@@ -15,7 +15,8 @@ from pathlib import Path
 from trainscale.analysis.scaling import SCALING_MODES, STRONG
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import write_json_atomic
-from trainscale.scaling.results.records import SweepEntry, SweepIndex
+from trainscale.launchers.ownership import Stopped
+from trainscale.scaling.results.records import SweepEntry, SweepIndex, process_identity
 
 from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
 from trainscale.scaling.orchestration.runner import RunObserver, execute
@@ -47,7 +48,10 @@ def plan(base: RunSpec | list[RunSpec], nprocs: list[int], nodes: list[int], mod
         raise SpecError(f"--repeats must be at least 1, got {repeats}")
     sizes = [(n, p) for n in nodes for p in nprocs]
     if mode == STRONG:
-        global_batch = global_batch or bases[0].batch_size * min(n * p for n, p in sizes)
+        if global_batch is None:
+            global_batch = bases[0].batch_size * min(n * p for n, p in sizes)
+        elif global_batch < 1:
+            raise SpecError(f"--global-batch-size must be 1 or more, got {global_batch}")
         for b in bases:
             for n, p in sizes:
                 dp = _data_parallel_degree(b, n, p)
@@ -73,20 +77,42 @@ def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path 
     out = Path(out or base.out)
     strategies = list(dict.fromkeys(p.spec.parallel for p in points)) or [base.parallel]
     sweep_dir = new_run_dir(out, f"{timestamp()}-sweep-{base.workload}-{'+'.join(strategies)}")
-    index = SweepIndex(scaling=mode, workload=base.workload, parallel=",".join(strategies), status="running")
+    index = SweepIndex(scaling=mode, workload=base.workload, parallel=",".join(strategies), status="running",
+                       orchestrator=process_identity())
     write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
+    try:
+        _run_points(points, strategies, sweep_dir, index, observer)
+    except (Stopped, KeyboardInterrupt) as e:
+        index.status = schema.STATUS_STOPPED
+        index.reason = f"stopped by {getattr(e, 'name', 'SIGINT')} at run {len(index.runs)} of {len(points)}"
+        write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
+        raise
+    index.status = "done"
+    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
+    return sweep_dir
+
+
+def _run_points(points: list[SweepPoint], strategies: list[str], sweep_dir: Path, index: SweepIndex,
+                observer: RunObserver | None) -> None:
     for point in points:
         s = point.spec
         label = f"{s.nodes}x{s.nproc} (world {s.world_size}) repeat {point.repeat}"
         if len(strategies) > 1:
             label = f"{s.parallel} {label}"
-        outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, observer, label)
-        index.runs.append(SweepEntry(
+        entry = SweepEntry(
             name=point.name, path=f"{schema.SWEEP_RUNS_DIR}/{point.name}", parallel=s.parallel,
             degrees=dataclasses.asdict(s.degrees), nodes=s.nodes, nproc=s.nproc, world_size=s.world_size,
             repeat=point.repeat, seed=s.seed, batch_size_per_rank=s.batch_size, global_batch=s.global_batch,
-            status=outcome.summary["status"], reason=outcome.summary.get("reason")))
-        write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
-    index.status = "done"
-    write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
-    return sweep_dir
+            status=schema.STATUS_STARTED)
+        try:
+            outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, observer, label)
+            entry.status, entry.reason = outcome.summary["status"], outcome.summary.get("reason")
+        except (Stopped, KeyboardInterrupt) as e:  # the run's own record says stopped; so does the index
+            entry.status, entry.reason = schema.STATUS_STOPPED, f"stopped by {getattr(e, 'name', 'SIGINT')}"
+            raise
+        except Exception as e:
+            entry.status, entry.reason = schema.STATUS_FAILED, f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            index.runs.append(entry)
+            write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())

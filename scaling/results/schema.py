@@ -93,6 +93,8 @@ EVENT_CKPT_COMPLETE = "ts_checkpoint_complete"  # value: step; metadata: total_s
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_STARTED = "started"  # a summary still saying this after the run ended means the orchestrator died
+STATUS_STOPPED = "stopped"  # a signal stopped the run (the reason names it); the record is complete
+STATUS_ABANDONED = "abandoned"  # what readers call a "started" record whose trainscale process is gone
 
 
 def samples_path(run_dir: Path, rank: int) -> Path:

@@ -12,6 +12,7 @@ window; a barrier aligns the ranks where the measured window starts; every step'
 from __future__ import annotations
 
 import argparse
+import signal
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from trainscale.scaling.results import schema
 from trainscale.scaling.results.records import RankInfo
 from trainscale.scaling.results.files import read_json, write_json_atomic
 from trainscale.faults.inject import restart_count
+from trainscale.launchers.ownership import die_with_parent
 from trainscale.workloads.data import sharded_loader
 
 from trainscale.scaling import provenance
@@ -96,6 +98,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
 def main(argv: list[str] | None = None) -> None:
     t_main = time.monotonic()
     startup_s = process_age_s()
+    die_with_parent(signal.SIGKILL)  # a rank whose agent is gone has no one to report to
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
