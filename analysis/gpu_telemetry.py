@@ -185,14 +185,14 @@ def _pids(run_dir: Path) -> set[int]:
 def report_rows(runs: list) -> list[dict]:
     """Per ok run (analysis.runs.Run): GPU telemetry, energy, threats and MFU, from its raw files."""
     from trainscale.analysis.strategies import parallel_summary
-    from trainscale.analysis.runs import load_rank_samples, run_metrics
+    from trainscale.analysis.runs import run_metrics
 
     rows = []
     for r in runs:
         if not r.ok:
             continue
         try:
-            metrics = run_metrics(load_rank_samples(r.path))
+            metrics = run_metrics(r.samples())
         except ValueError:
             continue
         unit = r.summary.get("sample_unit", "samples")

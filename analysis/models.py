@@ -31,7 +31,7 @@ import numpy as np
 from scipy import stats as sps
 
 from trainscale.analysis.collectives import CollectiveModel
-from trainscale.analysis.runs import load_rank_samples, measured, run_metrics
+from trainscale.analysis.runs import measured, run_metrics
 from trainscale.analysis.scaling import STRONG, WEAK, karp_flatt
 
 AMDAHL, GUSTAFSON = "amdahl", "gustafson"
@@ -199,24 +199,21 @@ def _probe_ops(summary: dict) -> tuple[dict | None, float | None]:
 def scaling_data(report) -> ScalingData:
     """Per world size, what the models need, from a report (analysis.report.build) and its runs'
     samples. One strategy only."""
-    from trainscale.analysis.runs import load_run
 
     strategies = {s.parallel for s in report.strategies} or {report.environment.get("parallel")}
     if len(strategies) > 1:
         raise ModelError(f"the results hold several strategies ({', '.join(sorted(strategies))}): "
                          "model one strategy at a time (its runs' folder, e.g. RESULTS/runs filtered)")
-    from trainscale.analysis.report import find_runs
 
     by_world: dict[int, list] = {}
-    for path in find_runs(report.source):
-        run = load_run(path)
+    for run in report.runs:
         if run.ok:
             by_world.setdefault(run.world_size, []).append(run)
     sizes = []
     for row in report.rows:
         points, compute_only, compute_only_se, ops, grads, in_comm = [], [], [], None, None, []
         for run in by_world.get(row.world_size, []):
-            samples = load_rank_samples(run.path)
+            samples = run.samples()
             try:
                 m = run_metrics(samples)
             except ValueError:

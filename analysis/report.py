@@ -14,9 +14,10 @@ from trainscale.analysis import gpu_telemetry, plots
 
 from trainscale.scaling.results import schema
 from trainscale.analysis.comm_overhead import combine_runs
-from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
+from trainscale.scaling.results.files import ResultsError, read_json, write_json_atomic, write_text_atomic
+from trainscale.scaling.results.records import SweepIndex
 from trainscale.analysis.strategies import StrategyRow, comparison_warnings, strategy_rows
-from trainscale.analysis.runs import Run, global_step_times, load_rank_samples, load_run, measured, run_metrics
+from trainscale.analysis.runs import Run, global_step_times, load_run, measured, run_metrics
 from trainscale.analysis.scaling import STRONG, WEAK, scaling_points
 from trainscale.analysis.stats import mad_outliers, summarize, t_confidence_interval
 from trainscale.analysis.tta_report import TTASection, build_tta_section, tta_markdown
@@ -78,13 +79,15 @@ class Report:
     strategies: list[StrategyRow] = field(default_factory=list)  # memory, communication, bubble, MFU
     gpu: list[dict] = field(default_factory=list)  # per run: GPU telemetry, energy, threats, MFU (gpu_telemetry)
     sub_reports: dict[str, Path] = field(default_factory=dict)  # strategy -> its own scaling report
+    runs: list[Run] = field(default_factory=list)  # the runs it was built from (damaged ones left out)
 
 
 def find_runs(folder: Path) -> list[Path]:
     folder = Path(folder)
     index = folder / schema.SWEEP_INDEX
     if index.exists():
-        return [folder / r["path"] for r in read_json(index)["runs"] if (folder / r["path"] / schema.CONFIG).exists()]
+        runs = SweepIndex.from_dict(read_json(index), str(index)).runs
+        return [folder / r.path for r in runs if (folder / r.path / schema.CONFIG).exists()]
     if (folder / schema.CONFIG).exists():
         return [folder]
     return sorted(p.parent for p in folder.rglob(schema.CONFIG) if not any(part.startswith(".") for part in p.parts))
@@ -109,7 +112,16 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
     paths = find_runs(folder) if paths is None else paths
     if not paths:
         raise NoRunsError(f"no runs found under {folder} (a run folder has a {schema.CONFIG})")
-    runs = [load_run(p) for p in paths]
+    runs, damaged = [], []
+    for p in paths:  # a damaged run is left out with a warning naming it; the others are reported
+        try:
+            run = load_run(p)
+            run.check_files()
+            runs.append(run)
+        except ResultsError as e:
+            damaged.append(str(e))
+    if not runs:
+        raise NoRunsError(f"no usable run under {folder}: {damaged[0]}")
     mode, basis = infer_mode(folder, runs)
     failed = [{"run": r.path.name, "world_size": r.world_size, "reason": r.summary.get("reason")}
               for r in runs if not r.ok]
@@ -122,7 +134,7 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
     for (nodes, nproc), members in sorted(groups.items(), key=lambda kv: kv[0][0] * kv[0][1]):
         ok, metrics, step_times = [], [], []
         for r in (r for r in members if r.ok):
-            samples = load_rank_samples(r.path)
+            samples = r.samples()
             try:
                 metrics.append(run_metrics(samples))
             except ValueError:  # a TTA run that reached its target within its warmup steps
@@ -133,7 +145,7 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
             units.add(r.summary.get("sample_unit", "samples"))
         if not ok:
             continue
-        first = load_rank_samples(ok[0].path)
+        first = ok[0].samples()
         world = nodes * nproc
         per_rank[world] = metrics[0]["per_rank_step_time_s"]
         rank_step_times[f"world {world}"] = {rk: measured(c)["step_s"] for rk, c in first.items()}
@@ -145,6 +157,7 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
 
     environment = _environment(runs)
     warnings = _warnings(runs, rows, environment)
+    warnings += [f"Left out a damaged run: {d}" for d in damaged]
     if no_window:
         warnings.append(f"{len(no_window)} run(s) reached the target within their warmup steps and have no "
                         f"throughput window: {', '.join(no_window)}")
@@ -154,7 +167,7 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
     report = Report(source=folder, out_dir=Path(out_dir) if out_dir else folder / "report", mode=mode,
                     mode_basis=basis, sample_unit="/".join(sorted(units)) or "samples", rows=rows, failed=failed,
                     per_rank=per_rank, warnings=warnings, environment=environment,
-                    rank_step_times=rank_step_times, tta=tta)
+                    rank_step_times=rank_step_times, tta=tta, runs=runs)
     report.strategies = strategy_rows(runs)
     report.warnings += comparison_warnings(report.strategies)
     report.gpu = gpu_telemetry.report_rows(runs)
@@ -405,7 +418,8 @@ def write_report(folder: Path, out_dir: Path | None = None) -> Report:
     paths = find_runs(folder)
     by_strategy: dict[str, list[Path]] = {}
     for p in paths:
-        by_strategy.setdefault(read_json(p / schema.CONFIG)["parallel"], []).append(p)
+        if (strategy := _strategy_of(p)) is not None:  # a damaged run is named by build()
+            by_strategy.setdefault(strategy, []).append(p)
     if len(by_strategy) <= 1:
         return _write(build(folder, out_dir, paths))
     top = build(folder, out_dir, paths)
@@ -415,6 +429,15 @@ def write_report(folder: Path, out_dir: Path | None = None) -> Report:
     top.rows, top.per_rank, top.rank_step_times = [], {}, {}
     top.environment["parallel"] = ",".join(by_strategy)
     return _write(top)
+
+
+def _strategy_of(run_dir: Path) -> str | None:
+    """The run's strategy; None for a damaged config (build() then names the damage)."""
+    try:
+        config = read_json(run_dir / schema.CONFIG)
+    except ResultsError:
+        return None
+    return config.get("parallel") if isinstance(config, dict) else None
 
 
 def _write(rep: Report) -> Report:

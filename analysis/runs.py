@@ -12,6 +12,7 @@ Every number in a summary is recomputable from the samples files with the functi
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,24 +20,43 @@ import numpy as np
 
 from trainscale.scaling.results import schema
 from trainscale.analysis.comm_overhead import comm_overhead
-from trainscale.scaling.results.files import read_json
+from trainscale.scaling.results.files import ResultsError, read_json, read_text
+from trainscale.scaling.results.records import RunSummary, writer_alive
 from trainscale.analysis.stats import summarize, t_confidence_interval
 
 
 def read_samples(path: Path) -> dict[str, np.ndarray]:
-    """One rank's samples as columns; 'phase' stays text, everything else is float."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {name: np.array([]) for name in schema.SAMPLE_COLUMNS}
+    """One rank's samples as columns; 'phase' stays text, everything else is float. ResultsError naming
+    the file when a column is missing, a row is short or a value is not a number."""
+    reader = csv.reader(io.StringIO(read_text(path)))
+    header = next(reader, None)
+    missing = [c for c in schema.SAMPLE_COLUMNS if header is None or c not in header]
+    if missing:
+        raise ResultsError(f"{path}: not a samples file (column {missing[0]!r} missing)")
+    rows = list(reader)
+    for n, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise ResultsError(f"{path} line {n}: {len(row)} values for {len(header)} columns (truncated?)")
     cols: dict[str, np.ndarray] = {}
-    for name in rows[0].keys():
-        values = [r[name] for r in rows]
+    for i, name in enumerate(header):
+        values = [r[i] for r in rows]
         if name == "phase":
-            cols[name] = np.array(values)
-        else:
-            cols[name] = np.array([float(v) if v != "" else np.nan for v in values])
+            cols[name] = np.array(values, dtype=str)
+            continue
+        try:
+            cols[name] = np.array([float(v) if v != "" else np.nan for v in values], dtype=float)
+        except ValueError:
+            bad = next(v for v in values if v != "" and not _is_number(v))
+            raise ResultsError(f"{path}: column {name!r} holds {bad!r}, not a number") from None
     return cols
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def load_rank_samples(run_dir: Path) -> dict[int, dict[str, np.ndarray]]:
@@ -52,6 +72,7 @@ class Run:
     config: dict
     summary: dict
     provenance: dict = field(default_factory=dict)
+    _samples: dict | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -61,21 +82,70 @@ class Run:
     def world_size(self) -> int:
         return int(self.config["nproc"]) * int(self.config["nodes"])
 
+    def samples(self) -> dict[int, dict[str, np.ndarray]]:
+        """The run's per-rank samples, read once (ResultsError when a file is damaged)."""
+        if self._samples is None:
+            self._samples = load_rank_samples(self.path)
+        return self._samples
+
+    def check_files(self) -> None:
+        """Read every raw file analysis will read of an ok run, so that a damaged one shows here, as a
+        ResultsError naming it, and the run can be left out whole."""
+        if not self.ok:
+            return
+        self.samples()
+        if (self.path / schema.EVENTS).exists():
+            from trainscale.analysis.eventlog import read_events
+
+            read_events(self.path / schema.EVENTS)
+        for p in sorted((self.path / schema.RANKS_DIR).glob("rank*.json")) + \
+                sorted((self.path / schema.TELEMETRY_DIR).glob("node*.json")):
+            if not isinstance(read_json(p), dict):
+                raise ResultsError(f"{p}: expected a JSON object")
+
+
+# The config keys analysis reads, and their types (config.json is the run spec).
+CONFIG_FIELDS = {"workload": str, "parallel": str, "nodes": int, "nproc": int, "batch_size": int, "data": dict}
+
 
 def load_run(run_dir: Path) -> Run:
+    """A run folder's records, checked: ResultsError naming the file and the field when one is damaged."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / schema.CONFIG)
+    where = run_dir / schema.CONFIG
+    if not isinstance(config, dict):
+        raise ResultsError(f"{where}: expected a JSON object, got {type(config).__name__}")
+    for key, tp in CONFIG_FIELDS.items():
+        value = config.get(key)
+        if not isinstance(value, tp) or isinstance(value, bool) or (tp is int and value < 1):
+            raise ResultsError(f"{where}: {key} must be {'a positive integer' if tp is int else tp.__name__}, "
+                               f"got {value!r}"[:300])
     summary_path = run_dir / schema.SUMMARY
     if summary_path.exists():
         summary = read_json(summary_path)
+        RunSummary.from_dict(summary, str(summary_path))  # the declared fields have their types
     else:
         summary = {"status": schema.STATUS_FAILED, "reason": "no summary.json: the run never finished"}
     if summary.get("status") == schema.STATUS_STARTED:
-        summary = {**summary, "status": schema.STATUS_FAILED,
-                   "reason": "run did not finish (its orchestrating process died)"}
+        summary = {**summary, **unfinished(summary.get("orchestrator"))}
     prov_path = run_dir / schema.PROVENANCE
     provenance = read_json(prov_path) if prov_path.exists() else {}
+    if not isinstance(provenance, dict):
+        raise ResultsError(f"{prov_path}: expected a JSON object, got {type(provenance).__name__}")
     return Run(path=run_dir, config=config, summary=summary, provenance=provenance)
+
+
+def unfinished(writer: dict | None) -> dict:
+    """Status and reason of a record still saying "started": abandoned when its trainscale process is
+    gone, started (running, or not known) otherwise."""
+    alive = writer_alive(writer)
+    where = f"pid {writer.get('pid')} on {writer.get('host')}" if isinstance(writer, dict) else "unknown"
+    if alive is False:
+        return {"status": schema.STATUS_ABANDONED,
+                "reason": f"abandoned: its trainscale process ({where}) ended without recording an outcome"}
+    if alive:
+        return {"reason": f"still running (trainscale process {where})"}
+    return {"reason": f"not finished: started by a trainscale process ({where}) that this machine cannot see"}
 
 
 def measured(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

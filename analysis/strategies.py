@@ -183,7 +183,7 @@ def strategy_rows(runs: list) -> list[StrategyRow]:
     order = list(dict.fromkeys(r.config["parallel"] for r in runs))
     rows = []
     for (parallel, world), members in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        metrics = [run_metrics(load_rank_samples(r.path)) for r in members]
+        metrics = [run_metrics(r.samples()) for r in members]
         par = [parallel_summary(r.path, m) for r, m in zip(members, metrics)]
         if not all(par):
             continue

@@ -7,6 +7,7 @@ scaling/resolve.py. Every problem is a SpecError whose message names the bad val
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainscale.scaling.errors import SpecError
 from trainscale.scaling.strategies.mesh import Degrees, MeshConfig, PipelineConfig
 from trainscale.workloads.data import DataConfig
 
@@ -22,10 +24,6 @@ OPTIMIZERS = ("sgd", "adamw")
 # fp32 | tf32 (CUDA tensor cores) | bf16, fp16 (autocast; fp16 with a gradient scaler): runtime/precision.py
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 AUTOCAST_PRECISIONS = ("bf16", "fp16")
-
-
-class SpecError(ValueError):
-    """Bad user input; the message is shown as it is, on one line."""
 
 
 def need(cond: bool, msg: str) -> None:
@@ -264,6 +262,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"--config must name a TOML file, got a folder: {path}")
     if not p.is_file():
         raise SpecError(f"config file not found: {path}")
     try:
@@ -314,9 +314,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise SpecError(f"{key} must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise SpecError(f"{key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # a NaN passes every range check, inf most of them
+            raise SpecError(f"{key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise SpecError(f"{key} must be a string, got {value!r}")

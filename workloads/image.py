@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from trainscale.workloads.data import DataConfig, ImageFolder, SyntheticImages
+from trainscale.workloads.data import DataConfig, ImageFolder, SyntheticImages, check_image_folder
 from trainscale.workloads.base import Built, Workload
 from trainscale.workloads.resnet import ResNet50
 
@@ -32,12 +32,18 @@ class ResNet50Workload(Workload):
     def default_target(self, data_kind: str) -> float | None:
         return RESNET50_TARGET if data_kind == "real" else None
 
+    def validate_data(self, cfg: ResNetConfig, data: DataConfig) -> None:
+        if data.kind == "real":
+            root = Path(data.path)
+            check_image_folder(root / "train" if (root / "train").is_dir() else root, "data.path")
+
     def validate_run(self, spec) -> None:
         if spec.is_tta and spec.data.kind == "real":
             root = Path(spec.data.path)
             if not (root / "val").is_dir():
                 raise ValueError(f"a time-to-accuracy run needs a validation set: {root}/val/<class>/<image> "
                                  f"is missing (or use --target-accuracy none for a throughput run)")
+            check_image_folder(root / "val", "the validation folder")
 
     def validate_model(self, cfg: ResNetConfig) -> None:
         if cfg.width <= 0:

@@ -89,6 +89,7 @@ def handle(args: argparse.Namespace) -> int:
     from trainscale.scaling.comm.runner import execute_comm
 
     spec = spec_from_args(args)
+    cli_common.writable_folder(spec.out, "--out")
     with LiveProgress(total_runs=len(spec.nproc) if len(spec.nproc) > 1 else None) as live:
         outcome = execute_comm(spec, observer=live)
     if args.json:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -28,6 +30,71 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or action.default in (None, False, [], "")):
             return text
         return f"{text} (default: %(default)s)"
+
+
+# -- input checking, one rule everywhere: numbers are finite and in range (NaN and infinity refused by
+# name), zero is either meaningful or refused, paths are checked before anything is written.
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (nan and inf are refused, naming them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of 1 or more (0 is refused, never taken as 'the default')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
+    return value
+
+
+def writable_folder(path: str | Path, flag: str) -> Path:
+    """A folder the command may write into, checked before anything is written: an existing folder, or
+    one that can be made there (its nearest existing parent is a writable folder)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} must be a folder, got a file: {path}")
+    anchor = p
+    while not anchor.exists():
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise UsageError(f"{flag} {path}: {anchor} is a file, not a folder")
+    try:
+        import tempfile
+
+        tempfile.TemporaryDirectory(dir=anchor).cleanup()
+    except OSError as e:
+        raise UsageError(f"{flag} {path} cannot be written ({e.strerror or e})") from None
+    return p
+
+
+def results_folder(path: str | Path, flag: str = "results folder") -> Path:
+    """A results folder to read: it exists and is a folder."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{flag} not found: {path}")
+    if not p.is_dir():
+        raise UsageError(f"{flag} must be a folder, got a file: {path}")
+    return p
+
+
+def writable_file(path: str | Path, flag: str) -> Path:
+    """A file the command may write, checked before anything is written: not a folder, in a folder that
+    exists or can be made."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} must name a file, got a folder: {path}")
+    writable_folder(p.parent if str(p.parent) else Path("."), flag)
+    return p
 
 
 def add_subcommand(sub, name: str, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
@@ -100,7 +167,7 @@ def add_spec_flags(p: argparse.ArgumentParser, lists: bool = False) -> None:
                    help="torch.compile the wrapped model (ddp, fsdp, tp)")
     p.add_argument("--channels-last", dest="channels_last", action="store_const", const=True, default=None,
                    help="resnet50: model and inputs in NHWC memory format (model.channels_last)")
-    p.add_argument("--timeout", dest="timeout_s", type=float,
+    p.add_argument("--timeout", dest="timeout_s", type=finite_float,
                    help=f"seconds before a launch is killed and failed ({default('timeout_s')})")
     p.add_argument("--dp", type=int, help="data-parallel degree (default: what the world size leaves)")
     p.add_argument("--tp", type=int, help="tensor-parallel degree for --parallel tp (default: world size / dp)")

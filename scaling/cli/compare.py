@@ -38,8 +38,8 @@ def register(sub) -> None:
                         "hardware, data_kind, workload, backend, target, world_size")
     p.add_argument("--metric", default="auto", help="auto, tta_s or throughput")
     p.add_argument("--test", default="auto", help="auto, welch or mann-whitney")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level")
-    p.add_argument("--min-effect", dest="min_effect", type=float, default=0.0,
+    p.add_argument("--alpha", type=cli_common.finite_float, default=0.05, help="significance level")
+    p.add_argument("--min-effect", dest="min_effect", type=cli_common.finite_float, default=0.0,
                    help="relative change below which a significant difference is not called a speedup or "
                         "slowdown, e.g. 0.05 for 5%% (set it to the run-to-run noise of the machine)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout")

@@ -32,7 +32,7 @@ def register(sub) -> None:
     g.add_argument("--fault", required=True, choices=FAULT_KINDS.names(), help=FAULT_KINDS.help())
     when = g.add_mutually_exclusive_group()
     when.add_argument("--at-step", dest="at_step", type=int, help="fire before this step (0-based)")
-    when.add_argument("--at-time", dest="at_time", type=float,
+    when.add_argument("--at-time", dest="at_time", type=cli_common.finite_float,
                       help="fire at the first step starting this many seconds after run_start")
     when.add_argument("--random", action="store_true",
                       help="draw the time from an exponential with mean --mtbf-s and the rank uniformly, "
@@ -41,16 +41,16 @@ def register(sub) -> None:
     g.add_argument("--node", type=int, help="kill-node: the node whose ranks die (default: the last node)")
     g.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=DrillPlan.ckpt_every,
                    help="checkpoint every C steps (0: off)")
-    g.add_argument("--ckpt-every-s", dest="ckpt_every_s", type=float, default=0.0,
+    g.add_argument("--ckpt-every-s", dest="ckpt_every_s", type=cli_common.finite_float, default=0.0,
                    help="checkpoint at the first step boundary T seconds after the last save (0: off)")
     g.add_argument("--async-ckpt", dest="async_ckpt", action="store_true", help="dcp.async_save")
-    g.add_argument("--detect-timeout", dest="detect_timeout", type=float,
+    g.add_argument("--detect-timeout", dest="detect_timeout", type=cli_common.finite_float,
                    help="collective timeout in seconds, how a hang is detected (default 10 for hang)")
-    g.add_argument("--partition-s", dest="partition_s", type=float, default=DrillPlan.partition_s,
+    g.add_argument("--partition-s", dest="partition_s", type=cli_common.finite_float, default=DrillPlan.partition_s,
                    help="partition: seconds the link stays down (longer than --detect-timeout to force a restart)")
-    g.add_argument("--slow-factor", dest="slow_factor", type=float, default=DrillPlan.slow_factor,
+    g.add_argument("--slow-factor", dest="slow_factor", type=cli_common.finite_float, default=DrillPlan.slow_factor,
                    help="slow: the straggler's slowdown")
-    g.add_argument("--mtbf-s", dest="mtbf_s", type=float, default=DrillPlan.mtbf_s,
+    g.add_argument("--mtbf-s", dest="mtbf_s", type=cli_common.finite_float, default=DrillPlan.mtbf_s,
                    help="mean time between failures: for --random and for Young's/Daly's intervals")
     g.add_argument("--max-requeues", dest="max_requeues", type=int, default=1,
                    help="--launcher slurm: times a failed attempt requeues the job (scontrol requeue)")
@@ -87,6 +87,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.launcher == "slurm":
         return handle_slurm(args, plan)
     spec, draw = drill_spec(args, plan)
+    cli_common.writable_folder(spec.out, "--out")
     launcher = LAUNCHERS.get(spec.launcher)
     drill.check_engine(spec, launcher.engine)
     with LiveProgress() as live:
@@ -117,6 +118,7 @@ def handle_slurm(args: argparse.Namespace, plan: DrillPlan) -> int:
     except slurm_requeue.NotInSlurmJob as e:
         raise cli_common.UsageError(str(e)) from None
     spec, draw = drill_spec(args, plan, attempt.settings())
+    cli_common.writable_folder(spec.out, "--out")
     drill.check_engine(spec, slurm_requeue.ENGINE_NAME)
     if spec.nodes > 1:
         raise cli_common.UsageError(f"drill --launcher slurm runs on one Slurm node, got --nodes {spec.nodes}")

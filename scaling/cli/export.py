@@ -30,8 +30,8 @@ def register(sub) -> None:
 def handle(args: argparse.Namespace) -> int:
     from trainscale.scaling.cli.report import check_mlflow, export_mlflow
 
-    if not Path(args.results).is_dir():
-        raise UsageError(f"results folder not found: {args.results}")
+    cli_common.results_folder(args.results)
+    cli_common.writable_folder(args.out or Path(args.results) / "report", "--out")
     check_mlflow(args.mlflow)
     from trainscale.analysis.comm_report import is_comm_folder
     from trainscale.analysis.report import NoRunsError, write_report

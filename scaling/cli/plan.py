@@ -39,10 +39,10 @@ def register(sub) -> None:
     p.add_argument("--nodes", required=True, help="node counts to plan for, comma-separated, e.g. 8,16,32,64,128")
     p.add_argument("--gpus-per-node", dest="gpus_per_node", type=int, default=1,
                    help="devices (ranks) per node; world size = nodes x this")
-    p.add_argument("--cost-per-node-hour", dest="cost", type=float, help="price of one node for one hour")
-    p.add_argument("--mtbf-hours", dest="mtbf", type=float, help="mean time between failures of ONE node, in hours")
+    p.add_argument("--cost-per-node-hour", dest="cost", type=cli_common.finite_float, help="price of one node for one hour")
+    p.add_argument("--mtbf-hours", dest="mtbf", type=cli_common.finite_float, help="mean time between failures of ONE node, in hours")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--target-samples", dest="target_samples", type=float,
+    target.add_argument("--target-samples", dest="target_samples", type=cli_common.finite_float,
                         help="training samples (tokens for gpt) the job must process")
     target.add_argument("--target-accuracy", dest="target_accuracy", action="store_true",
                         help="plan to the accuracy target of the time-to-accuracy runs in RESULTS (their samples "
@@ -53,12 +53,12 @@ def register(sub) -> None:
                       help="instead of --comm: a network of known link rate per direction (e.g. 100mbit, 25gbit; "
                            "a shaped emulated link or the planned cluster's NICs): collectives as a ring over it")
     p.add_argument("--drills", help="drill results (trainscale drill): restart and checkpoint-save times")
-    p.add_argument("--restart-s", dest="restart_s", type=float,
+    p.add_argument("--restart-s", dest="restart_s", type=cli_common.finite_float,
                    help="restart time per failure in seconds (detection to restored), without --drills")
-    p.add_argument("--ckpt-save-s", dest="save_s", type=float, help="checkpoint save time in seconds, without --drills")
+    p.add_argument("--ckpt-save-s", dest="save_s", type=cli_common.finite_float, help="checkpoint save time in seconds, without --drills")
     p.add_argument("--interval", default="daly", help="checkpoint interval formula: daly or young")
-    p.add_argument("--deadline-hours", dest="deadline", type=float, help="the job must finish within this")
-    p.add_argument("--efficiency-threshold", dest="threshold", type=float, default=0.8,
+    p.add_argument("--deadline-hours", dest="deadline", type=cli_common.finite_float, help="the job must finish within this")
+    p.add_argument("--efficiency-threshold", dest="threshold", type=cli_common.finite_float, default=0.8,
                    help="efficiency below which a node count is flagged")
     p.add_argument("--out", help="where plan.json, plan.md and the plots go (default: RESULTS/plan)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
@@ -87,11 +87,11 @@ def check_args(args: argparse.Namespace) -> list[int]:
         raise UsageError(f"--efficiency-threshold must be in (0, 1], got {args.threshold:g}")
     if args.interval not in ("daly", "young"):
         raise UsageError(f"--interval must be daly or young, got {args.interval!r}")
-    if not Path(args.results).is_dir():
-        raise UsageError(f"results folder not found: {args.results}")
+    cli_common.results_folder(args.results)
     for flag, v in (("--comm", args.comm), ("--drills", args.drills)):
-        if v is not None and not Path(v).is_dir():
-            raise UsageError(f"{flag} folder not found: {v}")
+        if v is not None:
+            cli_common.results_folder(v, f"{flag} folder")
+    cli_common.writable_folder(args.out or Path(args.results) / "plan", "--out")
     if args.drills and (args.restart_s is not None or args.save_s is not None):
         raise UsageError("--restart-s/--ckpt-save-s replace --drills: give one or the other")
     if (args.restart_s is None) != (args.save_s is None):

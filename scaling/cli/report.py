@@ -37,17 +37,10 @@ def add_review_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--experiment", default="trainscale", help="MLflow experiment name")
 
 
-def _dir_flag(name: str, value: str | None) -> Path | None:
-    if value is None:
-        return None
-    if not Path(value).is_dir():
-        raise UsageError(f"{name} folder not found: {value}")
-    return Path(value)
-
-
 def check_review_flags(args: argparse.Namespace) -> None:
     for flag in ("plan", "comm", "drills"):
-        _dir_flag(f"--{flag}", getattr(args, flag))
+        if getattr(args, flag) is not None:
+            cli_common.results_folder(getattr(args, flag), f"--{flag} folder")
     if args.screenshot and not args.html:
         raise UsageError("--screenshot needs --html FILE (it is a picture of that page)")
     if args.screenshot:
@@ -56,9 +49,8 @@ def check_review_flags(args: argparse.Namespace) -> None:
         if find_chromium() is None:
             raise UsageError("--screenshot needs Chromium: install it with tools/system-deps.sh browser")
     for flag in ("html", "markdown", "screenshot"):
-        v = getattr(args, flag)
-        if v is not None and Path(v).is_dir():
-            raise UsageError(f"--{flag} must name a file, got a folder: {v}")
+        if getattr(args, flag) is not None:
+            cli_common.writable_file(getattr(args, flag), f"--{flag}")
     if args.plan and not (Path(args.plan) / "plan.json").exists():
         raise UsageError(f"--plan {args.plan}: no plan.json in it (write one with trainscale plan)")
     if args.comm:
@@ -89,9 +81,9 @@ def handle(args: argparse.Namespace) -> int:
     from trainscale.analysis.report import NoRunsError, write_report
     from trainscale.scaling.cli.tables import print_report
 
-    if not Path(args.results).is_dir():
-        raise UsageError(f"results folder not found: {args.results}")
+    cli_common.results_folder(args.results)
     check_review_flags(args)
+    cli_common.writable_folder(args.out or Path(args.results) / "report", "--out")
     from trainscale.analysis.comm_report import is_comm_folder
 
     if is_comm_folder(Path(args.results)):

@@ -31,6 +31,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.dry_run and args.node_rank is None:
         args.node_rank = 0  # the dry run prints every node's command; any rank resolves the spec
     spec = resolve(args.config, cli_common.spec_flags(args), args.sets)
+    cli_common.writable_folder(spec.out, "--out")
     if args.dry_run:
         if spec.launcher != "torchrun":
             raise cli_common.UsageError(f"--dry-run prints torchrun's per-node commands: it needs --launcher "

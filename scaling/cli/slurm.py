@@ -31,9 +31,9 @@ def register(sub) -> None:
     r.add_argument("--nodes", type=int, required=True, help="number of nodes (#SBATCH --nodes)")
     r.add_argument("--gpus-per-node", dest="gpus_per_node", type=int, required=True,
                    help="GPUs per node (0 for CPU nodes)")
-    r.add_argument("--nproc-per-node", dest="nproc_per_node", type=int,
+    r.add_argument("--nproc-per-node", dest="nproc_per_node", type=cli_common.positive_int,
                    help="ranks per node (default: the GPUs per node, or 1 on CPU nodes)")
-    r.add_argument("--cpus-per-task", dest="cpus_per_task", type=int,
+    r.add_argument("--cpus-per-task", dest="cpus_per_task", type=cli_common.positive_int,
                    help="CPUs for the node's task (default: 8 per rank)")
     r.add_argument("--parallel", default="ddp", help="parallel strategy")
     r.add_argument("--backend", choices=("gloo", "nccl"), help="default: nccl with GPUs, gloo without")
@@ -64,7 +64,7 @@ def register(sub) -> None:
                                   "trainscale slurm submit slurm/resnet50_cpu_smoke.sh --wait")
     s.add_argument("script", help="sbatch script")
     s.add_argument("--wait", action="store_true", help="wait for the job to end (sbatch --wait)")
-    s.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
+    s.add_argument("--timeout", type=cli_common.finite_float, default=3600.0, help="seconds to wait with --wait")
     s.set_defaults(handler=handle_submit)
 
 
@@ -92,7 +92,9 @@ def _check_run_settings(args: argparse.Namespace, backend: str, nproc: int) -> N
 def handle_render(args: argparse.Namespace) -> int:
     from trainscale.launchers.slurm_script import SlurmJob, render
 
-    nproc = args.nproc_per_node or (args.gpus_per_node if args.gpus_per_node > 0 else 1)
+    if args.output:
+        cli_common.writable_file(args.output, "--output")
+    nproc = args.nproc_per_node if args.nproc_per_node is not None else max(1, args.gpus_per_node)
     backend = args.backend or ("nccl" if args.gpus_per_node > 0 else "gloo")
     if not args.unchecked:
         _check_run_settings(args, backend, nproc)
@@ -104,7 +106,7 @@ def handle_render(args: argparse.Namespace) -> int:
         run_args += ["--set", item]
     run_args += args.run_args
     job = SlurmJob(workload=args.workload, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                   nproc_per_node=nproc, cpus_per_task=args.cpus_per_task or 8 * nproc, time=args.time,
+                   nproc_per_node=nproc, cpus_per_task=8 * nproc if args.cpus_per_task is None else args.cpus_per_task, time=args.time,
                    job_name=args.job_name or "trainscale-" + re.sub(r"[^A-Za-z0-9._-]", "_", args.workload)[:40], partition=args.partition,
                    account=args.account, exclusive=args.exclusive, results_dir=args.results_dir,
                    data_path=args.data_path, rdzv_port=args.rdzv_port, backend=backend, run_args=run_args,

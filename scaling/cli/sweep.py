@@ -22,7 +22,7 @@ def register(sub) -> None:
     cli_common.add_spec_flags(p, lists=True)
     cli_common.add_launch_flags(p)
     p.add_argument("--scaling", default="weak", help="strong (fixed global batch) or weak (fixed per-rank batch)")
-    p.add_argument("--global-batch-size", dest="global_batch", type=int,
+    p.add_argument("--global-batch-size", dest="global_batch", type=cli_common.positive_int,
                    help="strong scaling: the fixed global batch (default: batch size x smallest world size)")
     p.add_argument("--repeats", type=int, default=1, help="runs per world size, with seeds seed, seed+1, ...")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
@@ -66,6 +66,7 @@ def handle(args: argparse.Namespace) -> int:
         # Each base spec is validated at the largest size; plan() validates every point again.
         bases.append(resolve(args.config, {**flags, "nproc": nprocs[-1], "nodes": nodes[-1]}, args.sets))
     points = plan(bases, nprocs, nodes, args.scaling, args.repeats, args.global_batch)
+    cli_common.writable_folder(bases[0].out, "--out")
     with LiveProgress(total_runs=len(points)) as live:
         sweep_dir = execute_sweep(bases[0], points, args.scaling, observer=live)
     console.print(f"sweep: {sweep_dir}")

@@ -10,11 +10,15 @@ writes them at its top level), so that the loop's facts and newer writers' keys 
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from trainscale.scaling.results.files import ResultsError
 from trainscale.scaling.results.schema import SCHEMA_VERSION, STATUS_STARTED
 
 
@@ -29,7 +33,7 @@ class _Absent:
 ABSENT: Any = _Absent()
 
 
-class RecordError(ValueError):
+class RecordError(ResultsError):
     """A results file that does not hold its record: the message names the file and the field."""
 
 
@@ -121,6 +125,42 @@ def _list_item_type(tp: Any) -> type[Record] | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Who wrote a record that is not finished yet ("started", "running"), and whether it still runs
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_identity() -> dict:
+    """This process, as an unfinished record names its writer: host, boot, pid and its start time
+    (a pid alone may be reused)."""
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
+            "start_ticks": _start_ticks(os.getpid())}
+
+
+def writer_alive(identity: Any) -> bool | None:
+    """Whether the process an unfinished record names still runs: True or False when it ran on this
+    machine since its last boot, None when that cannot be known from here (another host, no record)."""
+    if not isinstance(identity, dict) or identity.get("host") != socket.gethostname() \
+            or not identity.get("boot_id") or identity.get("boot_id") != _boot_id():
+        return None
+    pid = identity.get("pid")
+    return isinstance(pid, int) and _start_ticks(pid) is not None and _start_ticks(pid) == identity.get("start_ticks")
+
+
+# ---------------------------------------------------------------------------------------------
 # A run
 
 
@@ -128,11 +168,12 @@ def _list_item_type(tp: Any) -> type[Record] | None:
 class RunSummary(Record):
     """summary.json of a run: written "started" before the launch, then once, last, with the outcome
     (status ok or failed with the reason) and the metrics computed from the raw files."""
-    status: str  # schema.STATUS_*: started, ok, failed
+    status: str  # schema.STATUS_*: started, ok, failed, stopped
     run_id: str
     schema_version: int = SCHEMA_VERSION
     reason: str | None = None
     started_utc: str = ABSENT
+    orchestrator: dict = ABSENT  # the "started" record's writer (process_identity): abandoned when it is gone
     workload: str = ABSENT
     parallel: str = ABSENT
     launcher: str = ABSENT
@@ -191,18 +232,18 @@ class RankInfo(Record):
 
 @dataclass
 class SweepEntry(Record):
-    """One run of a sweep, as the index lists it."""
-    name: str  # its folder under runs/
+    """One run of a sweep, as the index lists it (readers need only its path; the sweep writes all)."""
     path: str  # relative to the sweep folder
-    parallel: str
-    nodes: int
-    nproc: int
-    world_size: int
-    repeat: int
-    seed: int
-    batch_size_per_rank: int
-    global_batch: int
-    status: str
+    name: str = ABSENT  # its folder under runs/
+    parallel: str = ABSENT
+    nodes: int = ABSENT
+    nproc: int = ABSENT
+    world_size: int = ABSENT
+    repeat: int = ABSENT
+    seed: int = ABSENT
+    batch_size_per_rank: int = ABSENT
+    global_batch: int = ABSENT
+    status: str = ABSENT
     reason: str | None = None
     degrees: dict = ABSENT  # dp, tp, pp
     extra: dict = field(default_factory=dict)
@@ -213,10 +254,12 @@ class SweepIndex(Record):
     """sweep.json: the sweep's plan and each run's outcome as it finishes ("running" until the end)."""
     KIND: ClassVar[str] = "sweep"
     scaling: str
-    workload: str
-    parallel: str  # comma-separated when the sweep compares strategies
-    status: str  # running, done
     runs: list[SweepEntry] = field(default_factory=list)
+    workload: str = ABSENT
+    parallel: str = ABSENT  # comma-separated when the sweep compares strategies
+    status: str = ABSENT  # running, done, stopped
+    reason: str | None = ABSENT  # why a sweep stopped
+    orchestrator: dict = ABSENT  # a running sweep's trainscale process (process_identity)
     kind: str = KIND
     schema_version: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
@@ -250,6 +293,7 @@ class CommSummary(Record):
     schema_version: int = SCHEMA_VERSION
     reason: str | None = None
     started_utc: str = ABSENT
+    orchestrator: dict = ABSENT  # the "started" record's writer (process_identity)
     ops: list = ABSENT
     world_sizes: list = ABSENT
     dtype: str = ABSENT
