@@ -118,7 +118,7 @@ def test_usr2_before_the_time_limit_stops_records_and_requeues(slurm, cli, tmp_p
         subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
         summary = _wait_for(lambda: (s := read_json(run_dir / schema.SUMMARY))["status"] != "started" and s,
                             120, "the run record")
-        assert summary["status"] == "failed" and summary["launch"]["stopped_by"] == "SIGUSR2"
+        assert summary["status"] == "stopped" and summary["launch"]["stopped_by"] == "SIGUSR2"
         assert summary["reason"].startswith("stopped by SIGUSR2 on node 0"), summary["reason"]
 
         def restarts() -> bool:
