@@ -15,7 +15,7 @@ from trainscale.analysis import gpu_telemetry, plots
 from trainscale.scaling.results import schema
 from trainscale.analysis.comm_overhead import combine_runs
 from trainscale.scaling.results.files import ResultsError, read_json, write_json_atomic, write_text_atomic
-from trainscale.scaling.results.records import SweepIndex
+from trainscale.scaling.results.records import SweepIndex, writer_alive
 from trainscale.analysis.strategies import StrategyRow, comparison_warnings, strategy_rows
 from trainscale.analysis.runs import Run, global_step_times, load_run, measured, run_metrics
 from trainscale.analysis.scaling import STRONG, WEAK, scaling_points
@@ -96,7 +96,7 @@ def find_runs(folder: Path) -> list[Path]:
 def infer_mode(folder: Path, runs: list[Run]) -> tuple[str, str]:
     index = folder / schema.SWEEP_INDEX
     if index.exists():
-        return read_json(index)["scaling"], "declared by the sweep"
+        return SweepIndex.from_dict(read_json(index), str(index)).scaling, "declared by the sweep"
     globals_ = {r.summary.get("global_batch") for r in runs}
     per_rank = {r.config.get("batch_size") for r in runs}
     if len(per_rank) == 1:
@@ -157,7 +157,7 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
 
     environment = _environment(runs)
     warnings = _warnings(runs, rows, environment)
-    warnings += [f"Left out a damaged run: {d}" for d in damaged]
+    warnings += [f"Left out a damaged run: {d}" for d in damaged] + _sweep_warnings(folder)
     if no_window:
         warnings.append(f"{len(no_window)} run(s) reached the target within their warmup steps and have no "
                         f"throughput window: {', '.join(no_window)}")
@@ -203,6 +203,21 @@ def _size_row(nodes: int, nproc: int, ok: list[Run], metrics: list[dict], step_t
         oversubscribed=bool(launch.get("oversubscribed")), outlier_runs=[ok[i].path.name for i in mad_outliers(tps)],
         comm=combine_runs([m.get("comm") for m in metrics]),
         comm_delay_ms=max(float(r.config.get("comm", {}).get("delay_ms", 0.0)) for r in ok))
+
+
+def _sweep_warnings(folder: Path) -> list[str]:
+    """A sweep that did not run to its end: stopped (by a signal), or abandoned (its process is gone)."""
+    path = folder / schema.SWEEP_INDEX
+    if not path.exists():
+        return []
+    index = SweepIndex.from_dict(read_json(path), str(path))
+    if index.status == schema.STATUS_STOPPED:
+        return [f"The sweep did not finish: {index.reason or 'stopped'}; the runs it made are reported."]
+    if index.status == "running" and writer_alive(index.orchestrator) is False:
+        return [f"The sweep did not finish: its trainscale process ({index.orchestrator.get('pid')} on "
+                f"{index.orchestrator.get('host')}) ended in its run {len(index.runs)} without recording an "
+                "outcome (abandoned); the runs it made are reported."]
+    return []
 
 
 def _environment(runs: list[Run]) -> dict:

@@ -62,9 +62,9 @@ def _float(text: str, flag: str) -> float:
     from trainscale.scaling.spec import SpecError
 
     try:
-        return float(text)
-    except ValueError:
-        raise SpecError(f"{flag} must be a number, got {text!r}") from None
+        return cli_common.finite_float(text)
+    except argparse.ArgumentTypeError as e:
+        raise SpecError(f"{flag} {e}") from None
 
 
 def spec_from_args(args: argparse.Namespace):

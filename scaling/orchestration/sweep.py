@@ -84,7 +84,7 @@ def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path 
         _run_points(points, strategies, sweep_dir, index, observer)
     except (Stopped, KeyboardInterrupt) as e:
         index.status = schema.STATUS_STOPPED
-        index.reason = f"stopped by {getattr(e, 'name', 'SIGINT')} at run {len(index.runs)} of {len(points)}"
+        index.reason = f"stopped by {getattr(e, 'name', 'SIGINT')} in run {len(index.runs)} of {len(points)}"
         write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
         raise
     index.status = "done"
@@ -104,6 +104,8 @@ def _run_points(points: list[SweepPoint], strategies: list[str], sweep_dir: Path
             degrees=dataclasses.asdict(s.degrees), nodes=s.nodes, nproc=s.nproc, world_size=s.world_size,
             repeat=point.repeat, seed=s.seed, batch_size_per_rank=s.batch_size, global_batch=s.global_batch,
             status=schema.STATUS_STARTED)
+        index.runs.append(entry)  # listed before it starts: a sweep killed during it still names it
+        write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
         try:
             outcome = execute(s, sweep_dir / schema.SWEEP_RUNS_DIR / point.name, observer, label)
             entry.status, entry.reason = outcome.summary["status"], outcome.summary.get("reason")
@@ -114,5 +116,4 @@ def _run_points(points: list[SweepPoint], strategies: list[str], sweep_dir: Path
             entry.status, entry.reason = schema.STATUS_FAILED, f"{type(e).__name__}: {e}"
             raise
         finally:
-            index.runs.append(entry)
             write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
