@@ -7,6 +7,7 @@ off a cluster gives the same table anywhere.
 from __future__ import annotations
 
 import csv
+import io
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.collectives import COLLECTIVES
 from trainscale.analysis.collectives import OPS, AlphaBetaFit, SizeResult, fit_results, size_result
-from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
+from trainscale.scaling.results.files import ResultsError, read_json, read_text, write_json_atomic, write_text_atomic
 
 
 def read_world(world_dir: Path) -> tuple[dict, dict, dict]:
@@ -26,15 +27,21 @@ def read_world(world_dir: Path) -> tuple[dict, dict, dict]:
     wrong: dict = defaultdict(dict)
     for path in sorted((Path(world_dir) / schema.SAMPLES_DIR).glob("rank*.csv")):
         rank = int(path.stem[4:])
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
+        for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path))), 2):
+            try:
                 key = (row["op"], int(row["bytes"]))
                 times[key].setdefault(rank, []).append(float(row["time_s"]))
                 counts[key] = int(row["count"])
+            except (KeyError, TypeError, ValueError):
+                raise ResultsError(f"{path} line {n}: not a comm sample row ({', '.join(schema.COMM_SAMPLE_COLUMNS)})") \
+                    from None
     for path in sorted((Path(world_dir) / schema.RANKS_DIR).glob("rank*.json")):
         info = read_json(path)
-        for c in info.get("checks", []):
-            wrong[(c["op"], int(c["bytes"]))][int(info["rank"])] = int(c["wrong"])
+        try:
+            for c in info.get("checks", []):
+                wrong[(c["op"], int(c["bytes"]))][int(info["rank"])] = int(c["wrong"])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise ResultsError(f"{path}: its checks are not a list of op, bytes and wrong") from None
     return times, counts, wrong
 
 
@@ -54,6 +61,11 @@ def build_results(comm_dir: Path, launches: dict[int, dict] | None = None) -> di
     orchestrator; without it, a world size counts as done when all its ranks left their files."""
     comm_dir = Path(comm_dir)
     config = read_json(comm_dir / schema.COMM_CONFIG)
+    if not (isinstance(config, dict) and isinstance(config.get("nproc"), list)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in config["nproc"])
+            and isinstance(config.get("dtype"), str) and isinstance(config.get("root"), int)):
+        raise ResultsError(f"{comm_dir / schema.COMM_CONFIG}: not a comm config (nproc: a list of world sizes, "
+                           "dtype, root)")
     rows: list[SizeResult] = []
     worlds: dict[str, dict] = {}
     for world in config["nproc"]:

@@ -73,6 +73,10 @@ def world(tmp_path_factory) -> dict[str, Path]:
     for s in both.glob("runs/*/summary.json"):
         truncate(s)
     w["all_damaged"] = both
+    for name, text in (("comm_typed", '{"nproc": "two", "dtype": "float32", "root": 0}'), ("comm_truncated", '{"nproc": [2')):
+        (root / name).mkdir()
+        (root / name / schema.COMM_CONFIG).write_text(text)
+        w[name] = root / name
     return w
 
 
@@ -224,6 +228,8 @@ CASES = [
     case("report", "{samples_binary}/runs/1x1-r0", needle="rank00000.csv"),
     case("report", "{events_damaged}/runs/1x1-r0", needle="line 2"),
     case("report", "{ranks_binary}/runs/1x1-r0", needle="rank00000.json"),
+    case("report", "{comm_typed}", needle="not a comm config"),
+    case("report", "{comm_truncated}", needle="truncated"),
     # -- plan ----------------------------------------------------------------------------------------
     case("plan", "{good}", "--nodes", "0", needle="0"),
     case("plan", "{good}", "--nodes", "x", needle="'x'"),
