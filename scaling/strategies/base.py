@@ -20,6 +20,8 @@ from trainscale.scaling.strategies.mesh import Degrees, Layout, MeshConfig, reso
 from trainscale.workloads.registry import WORKLOADS
 
 if TYPE_CHECKING:  # types only: the spec's validation imports the strategies, never the other way round
+    from torch.distributed.device_mesh import DeviceMesh
+
     from trainscale.scaling.runtime.comm_timing import CollectiveTimer
     from trainscale.scaling.runtime.distributed import DistContext
     from trainscale.scaling.spec import OptimConfig, RunSpec
@@ -106,6 +108,15 @@ class Strategy:
     def stepping_optimizer(self) -> torch.optim.Optimizer:
         """The torch optimizer that steps the parameters (DeepSpeed wraps one)."""
         return self.optimizer
+
+    def place(self, spec: RunSpec, ctx: DistContext, mesh_dims: tuple[str, ...]) -> DeviceMesh:
+        """Set this rank's layout; the device mesh over the named dimensions, in that order."""
+        from torch.distributed.device_mesh import init_device_mesh
+
+        degrees = spec.degrees
+        self.layout = Layout(degrees, ctx.rank)
+        return init_device_mesh(ctx.device.type, tuple(getattr(degrees, d) for d in mesh_dims),
+                                mesh_dim_names=mesh_dims)
 
     def layout_of(self, rank: int, world_size: int) -> Layout:
         return self.layout or Layout.data_parallel(rank, world_size)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from torch import nn
 
 from trainscale.scaling.strategies.base import WholeModelStep, make_optimizer
-from trainscale.scaling.strategies.mesh import Layout
 from trainscale.workloads.registry import WORKLOADS, Workload
 
 if TYPE_CHECKING:
@@ -34,11 +33,7 @@ class FSDPStrategy(WholeModelStep):
     checkpoints = True
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
-        from torch.distributed.device_mesh import init_device_mesh
-
-        degrees = spec.degrees
-        self.layout = Layout(degrees, ctx.rank)
-        mesh = init_device_mesh(ctx.device.type, (degrees.dp,), mesh_dim_names=("dp",))
+        mesh = self.place(spec, ctx, ("dp",))
         self.model = shard_data_parallel(model.to(ctx.device), mesh, WORKLOADS.get(spec.workload))
         self.optimizer = make_optimizer(spec.optim, self.model.parameters())
         self.loss_fn = loss_fn

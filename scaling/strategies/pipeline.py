@@ -18,7 +18,7 @@ from torch import nn
 from trainscale.scaling.runtime.measure import BusyTimer
 from trainscale.scaling.strategies.base import Strategy, make_optimizer
 from trainscale.scaling.strategies.fsdp import shard_data_parallel
-from trainscale.scaling.strategies.mesh import Degrees, Layout
+from trainscale.scaling.strategies.mesh import Degrees
 from trainscale.workloads.registry import WORKLOADS
 
 if TYPE_CHECKING:
@@ -50,13 +50,11 @@ class PipelineStrategy(Strategy):
         return degrees
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
-        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
         degrees = spec.degrees
-        self.layout = Layout(degrees, ctx.rank)
+        mesh = self.place(spec, ctx, ("pp", "dp"))
         workload = WORKLOADS.get(spec.workload)
-        mesh = init_device_mesh(ctx.device.type, (degrees.pp, degrees.dp), mesh_dim_names=("pp", "dp"))
         stage_index, stages = self.layout.pp_rank, degrees.pp
         self.is_first, self.is_last = stage_index == 0, stage_index == stages - 1
         model = workload.pipeline_stage(model, stage_index, stages).to(ctx.device)

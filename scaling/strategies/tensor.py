@@ -10,7 +10,7 @@ from torch import nn
 
 from trainscale.scaling.strategies.base import WholeModelStep, make_optimizer
 from trainscale.scaling.strategies.fsdp import shard_data_parallel
-from trainscale.scaling.strategies.mesh import Degrees, Layout
+from trainscale.scaling.strategies.mesh import Degrees
 from trainscale.workloads.registry import WORKLOADS
 
 if TYPE_CHECKING:
@@ -58,13 +58,11 @@ class TensorParallelStrategy(WholeModelStep):
         return degrees
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
-        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor.parallel import parallelize_module
 
         degrees = spec.degrees
-        self.layout = Layout(degrees, ctx.rank)
+        mesh = self.place(spec, ctx, ("dp", "tp"))
         workload = WORKLOADS.get(spec.workload)
-        mesh = init_device_mesh(ctx.device.type, (degrees.dp, degrees.tp), mesh_dim_names=("dp", "tp"))
         model = model.to(ctx.device)
         parallelize_module(model, mesh["tp"], workload.tensor_parallel_plan(model))
         workload.retie(model)
