@@ -23,6 +23,7 @@ from trainscale.analysis.stats import mad_outliers, summarize, t_confidence_inte
 from trainscale.analysis.tta_report import TTASection, build_tta_section, tta_markdown
 
 MIN_MEASURED_STEPS = 10
+LOADER_BOUND_SHARE = 0.15  # data wait above this share of the step: the run measured its input pipeline
 
 
 class NoRunsError(ValueError):
@@ -250,6 +251,12 @@ def _warnings(runs: list[Run], rows: list[SizeRow], env: dict) -> list[str]:
         if r.oversubscribed:
             w.append(f"World size {r.world_size} oversubscribes the CPU cores ({r.nproc} processes x "
                      f"{r.threads_per_rank} threads): its efficiency includes CPU contention.")
+    for r in rows:
+        share = r.breakdown_s.get("data_s", 0.0) / r.time_per_step_s if r.time_per_step_s > 0 else 0.0
+        if share > LOADER_BOUND_SHARE:
+            w.append(f"Loader-bound: at world size {r.world_size} the ranks waited for data in {share:.0%} of the step "
+                     f"time (above {LOADER_BOUND_SHARE:.0%}): the run measured its input pipeline (data.loader_workers, "
+                     "storage, decoding) as much as training.")
     delayed = sorted({r.comm_delay_ms for r in rows if r.comm_delay_ms > 0})
     if delayed:
         w.append(f"Runs made with an emulated communication delay (comm.delay_ms = {', '.join(f'{d:g}' for d in delayed)}"

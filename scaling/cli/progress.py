@@ -1,12 +1,15 @@
 """Live status on the terminal while runs go on (rich), and one line per finished run."""
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True, highlight=False)
+# A job log (Slurm's .out file, `| tee`) is not a terminal: rich would cut tables to 80 columns there
+# ("throug…"); there they are printed whole, at their own width.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 1000)
 
 
 def outcome_line(label: str, summary: dict) -> str:
