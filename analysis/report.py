@@ -212,13 +212,20 @@ def _sweep_warnings(folder: Path) -> list[str]:
     if not path.exists():
         return []
     index = SweepIndex.from_dict(read_json(path), str(path))
+    out = []
     if index.status == schema.STATUS_STOPPED:
-        return [f"The sweep did not finish: {index.reason or 'stopped'}; the runs it made are reported."]
-    if index.status == "running" and writer_alive(index.orchestrator) is False:
-        return [f"The sweep did not finish: its trainscale process ({index.orchestrator.get('pid')} on "
-                f"{index.orchestrator.get('host')}) ended in its run {len(index.runs)} without recording an "
-                "outcome (abandoned); the runs it made are reported."]
-    return []
+        out.append(f"The sweep did not finish: {index.reason or 'stopped'}; the runs it made are reported.")
+    elif index.status == "running" and writer_alive(index.orchestrator) is False:
+        out.append(f"The sweep did not finish: its trainscale process ({index.orchestrator.get('pid')} on "
+                   f"{index.orchestrator.get('host')}) ended in its run {len(index.runs)} without recording an "
+                   "outcome (abandoned); the runs it made are reported.")
+    if index.plan and index.status != "done":
+        ended = {e.name for e in index.runs if e.status in (schema.STATUS_OK, schema.STATUS_FAILED)}
+        missing = [p["name"] for p in index.plan if isinstance(p, dict) and p.get("name") not in ended]
+        if missing:
+            out.append(f"{len(missing)} of {len(index.plan)} planned point(s) have no result: {', '.join(missing)} "
+                       f"(trainscale sweep --resume {folder} runs them).")
+    return out
 
 
 def _environment(runs: list[Run]) -> dict:

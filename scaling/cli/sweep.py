@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.progress import LiveProgress, console
@@ -26,6 +27,13 @@ def register(sub) -> None:
                    help="strong scaling: the fixed global batch (default: batch size x smallest world size)")
     p.add_argument("--repeats", type=int, default=1, help="runs per world size, with seeds seed, seed+1, ...")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    g = p.add_argument_group("stopping and resuming")
+    g.add_argument("--resume", metavar="SWEEP_DIR",
+                   help="continue a stopped sweep with its recorded plan (its finished points stay as they are; "
+                        "the flags that plan a sweep are not used)")
+    g.add_argument("--sweep-dir", dest="sweep_dir", metavar="DIR",
+                   help="the sweep's folder: made for a new sweep, resumed when it already holds one (a requeued "
+                        "batch job continues its own sweep; default: a new folder under --out)")
     p.set_defaults(handler=handle)
 
 
@@ -52,9 +60,20 @@ def unused_degrees(parallel: str | None) -> tuple[str, ...]:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from trainscale.scaling.orchestration.sweep import execute_sweep, plan, resume_sweep
     from trainscale.scaling.resolve import resolve
-    from trainscale.scaling.orchestration.sweep import execute_sweep, plan
+    from trainscale.scaling.results import schema
 
+    resume = args.resume or (args.sweep_dir if args.sweep_dir and (Path(args.sweep_dir) / schema.SWEEP_INDEX).exists()
+                             else None)
+    if resume:
+        folder = cli_common.results_folder(resume, "sweep folder")
+        with LiveProgress() as live:
+            kept, ran = resume_sweep(folder, observer=live)
+        console.print(f"resumed {folder}: {len(kept)} finished point(s) kept, {len(ran)} run")
+        return _finish(folder, args)
+    if args.sweep_dir:
+        cli_common.writable_folder(args.sweep_dir, "--sweep-dir")
     nprocs = cli_common.parse_int_list(args.nproc, "--nproc")
     nodes = cli_common.parse_int_list(args.nodes, "--nodes")
     strategies = parse_strategies(args.parallel)
@@ -68,8 +87,13 @@ def handle(args: argparse.Namespace) -> int:
     points = plan(bases, nprocs, nodes, args.scaling, args.repeats, args.global_batch)
     cli_common.writable_folder(bases[0].out, "--out")
     with LiveProgress(total_runs=len(points)) as live:
-        sweep_dir = execute_sweep(bases[0], points, args.scaling, observer=live)
+        sweep_dir = execute_sweep(bases[0], points, args.scaling, observer=live,
+                                  sweep_dir=Path(args.sweep_dir) if args.sweep_dir else None)
     console.print(f"sweep: {sweep_dir}")
+    return _finish(sweep_dir, args)
+
+
+def _finish(sweep_dir: Path, args: argparse.Namespace) -> int:
     if not args.no_report:
         from trainscale.analysis.report import write_report
         from trainscale.scaling.cli.tables import print_report

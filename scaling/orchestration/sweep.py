@@ -9,6 +9,7 @@ per data-parallel rank, so strong scaling gives every strategy at a size the sam
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,16 @@ from trainscale.analysis.scaling import SCALING_MODES, STRONG
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import write_json_atomic
 from trainscale.launchers.ownership import Stopped
-from trainscale.scaling.results.records import SweepEntry, SweepIndex, process_identity
+from trainscale.scaling.results.files import ResultsError, read_json
+from trainscale.scaling.results.records import ABSENT, SweepEntry, SweepIndex, process_identity, writer_alive
 
 from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
 from trainscale.scaling.orchestration.runner import RunObserver, execute
 from trainscale.scaling.resolve import validate
-from trainscale.scaling.spec import FaultConfig, RunSpec, SpecError
+from trainscale.scaling.spec import FaultConfig, RunSpec, SpecError, from_dict
+
+
+PARTIAL_DIR = ".partial"  # runs/.partial/: folders of points a resume ran again (hidden from reports)
 
 
 @dataclass(frozen=True)
@@ -73,23 +78,83 @@ def plan(base: RunSpec | list[RunSpec], nprocs: list[int], nodes: list[int], mod
 
 
 def execute_sweep(base: RunSpec, points: list[SweepPoint], mode: str, out: Path | None = None,
-                  observer: RunObserver | None = None) -> Path:
-    out = Path(out or base.out)
+                  observer: RunObserver | None = None, sweep_dir: Path | None = None) -> Path:
+    """Run the points into a new sweep folder (sweep_dir, or a new one under out) that records its
+    plan, so that a stopped sweep can be resumed (resume_sweep)."""
     strategies = list(dict.fromkeys(p.spec.parallel for p in points)) or [base.parallel]
-    sweep_dir = new_run_dir(out, f"{timestamp()}-sweep-{base.workload}-{'+'.join(strategies)}")
+    if sweep_dir is None:
+        sweep_dir = new_run_dir(Path(out or base.out), f"{timestamp()}-sweep-{base.workload}-{'+'.join(strategies)}")
+    else:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
     index = SweepIndex(scaling=mode, workload=base.workload, parallel=",".join(strategies), status="running",
-                       orchestrator=process_identity())
+                       orchestrator=process_identity(),
+                       plan=[{"name": p.name, "repeat": p.repeat, "spec": p.spec.to_dict()} for p in points])
+    _run_all(points, strategies, sweep_dir, index, observer)
+    return sweep_dir
+
+
+def resume_sweep(sweep_dir: Path, observer: RunObserver | None = None) -> tuple[list[str], list[str]]:
+    """Continue a stopped sweep with its recorded plan: points that finished (ok or failed) stay as they
+    are; a point that was in flight is moved aside (runs/.partial/, kept as evidence) and run again into
+    a fresh folder with the points not yet run. Returns (kept, run) point names."""
+    path = Path(sweep_dir) / schema.SWEEP_INDEX
+    index = SweepIndex.from_dict(read_json(path), str(path))
+    if not index.plan:
+        raise SpecError(f"{path} records no plan (a sweep made before sweeps recorded one): it cannot be resumed")
+    if index.status == "done":
+        raise SpecError(f"sweep {sweep_dir} is done: every point of its plan ran")
+    if index.status == "running" and writer_alive(index.orchestrator):
+        raise SpecError(f"sweep {sweep_dir} is still running (trainscale process {index.orchestrator.get('pid')})")
+    finished = {e.name for e in index.runs if e.status in (schema.STATUS_OK, schema.STATUS_FAILED)
+                and _finished(Path(sweep_dir) / e.path)}
+    points = [SweepPoint(p["name"], p["repeat"], from_dict(p["spec"])) for p in index.plan]
+    todo = [p for p in points if p.name not in finished]
+    for p in todo:
+        validate(p.spec)  # this machine and allocation must still suit them
+    for p in todo:
+        _put_aside(Path(sweep_dir), p.name)
+    index.runs = [e for e in index.runs if e.name in finished]
+    index.status, index.reason, index.orchestrator = "running", ABSENT, process_identity()
+    index.resumes = [*(index.resumes or []), {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                              "kept": sorted(finished), "run": [p.name for p in todo]}]
+    strategies = [s for s in index.parallel.split(",")] if index.parallel else []
+    _run_all(todo, strategies, Path(sweep_dir), index, observer)
+    return sorted(finished), [p.name for p in todo]
+
+
+def _finished(run_dir: Path) -> bool:
+    """The run wrote its outcome (its summary says ok or failed)."""
+    try:
+        return read_json(run_dir / schema.SUMMARY).get("status") in (schema.STATUS_OK, schema.STATUS_FAILED)
+    except ResultsError:
+        return False
+
+
+def _put_aside(sweep_dir: Path, name: str) -> None:
+    """A point's unfinished folder goes to runs/.partial/NAME-K (never read by reports), kept as evidence."""
+    run = sweep_dir / schema.SWEEP_RUNS_DIR / name
+    if not run.exists():
+        return
+    aside = sweep_dir / schema.SWEEP_RUNS_DIR / PARTIAL_DIR
+    aside.mkdir(exist_ok=True)
+    k = 1
+    while (aside / f"{name}-{k}").exists():
+        k += 1
+    run.rename(aside / f"{name}-{k}")
+
+
+def _run_all(points: list[SweepPoint], strategies: list[str], sweep_dir: Path, index: SweepIndex,
+             observer: RunObserver | None) -> None:
     write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
     try:
         _run_points(points, strategies, sweep_dir, index, observer)
     except (Stopped, KeyboardInterrupt) as e:
         index.status = schema.STATUS_STOPPED
-        index.reason = f"stopped by {getattr(e, 'name', 'SIGINT')} in run {len(index.runs)} of {len(points)}"
+        index.reason = f"stopped by {getattr(e, 'name', 'SIGINT')} in run {len(index.runs)} of {len(index.plan)}"
         write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
         raise
     index.status = "done"
     write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
-    return sweep_dir
 
 
 def _run_points(points: list[SweepPoint], strategies: list[str], sweep_dir: Path, index: SweepIndex,

@@ -260,6 +260,8 @@ class SweepIndex(Record):
     status: str = ABSENT  # running, done, stopped
     reason: str | None = ABSENT  # why a sweep stopped
     orchestrator: dict = ABSENT  # a running sweep's trainscale process (process_identity)
+    plan: list = ABSENT  # every planned point in run order: {name, repeat, spec}; what --resume continues
+    resumes: list = ABSENT  # each resume: when, which points it kept and which it ran again
     kind: str = KIND
     schema_version: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
