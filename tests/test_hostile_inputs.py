@@ -342,3 +342,21 @@ def test_metacharacters_reach_the_script_as_literal_values(tmp_path):
     assert args[args.index("--out") + 1] == evil and args[args.index("--run-id", args.index("--out")) + 1] == evil
     assert f"data.path={evil}" in args and "data.path=" + evil in args
     assert not probe.exists()
+
+
+def test_brackets_in_a_failure_reason_print_as_they_are(tmp_path, capsys):
+    """Reasons are remote error text ("[/path/pair.cc:152]" from gloo): printed as text, never read as
+    the console's markup (which raised on a closing tag it had not opened)."""
+    root = write_sweep(tmp_path / "sweep", {1: 0.10, 2: 0.11})
+    failed = root / "runs" / "1x4-r0"
+    shutil.copytree(root / "runs" / "1x2-r0", failed)
+    reason = "Gloo connectFullMesh failed with [/__w/gloo/tcp/pair.cc:152] [red]timed out[/red"
+    summary = json.loads((failed / schema.SUMMARY).read_text())
+    summary.update(status=schema.STATUS_FAILED, reason=reason, nproc=4, world_size=4)
+    summary.pop("metrics")
+    (failed / schema.SUMMARY).write_text(json.dumps(summary))
+    index = json.loads((root / schema.SWEEP_INDEX).read_text())
+    index["runs"].append({"path": "runs/1x4-r0", "nodes": 1, "nproc": 4, "repeat": 0})
+    (root / schema.SWEEP_INDEX).write_text(json.dumps(index))
+    assert main(["report", str(root)]) == 0
+    assert reason in capsys.readouterr().err

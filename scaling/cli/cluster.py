@@ -5,6 +5,8 @@ import argparse
 import json
 
 from trainscale.scaling.cli import common as cli_common
+from rich.text import Text
+
 from trainscale.scaling.cli.progress import console
 
 
@@ -69,7 +71,7 @@ def handle_status(args: argparse.Namespace) -> int:
         console.print("no emulated cluster is up")
     for s in states:
         problems = cluster.health(s)
-        console.print(f"{s.describe()}" + (f" [red]BROKEN: {'; '.join(problems)}[/red]" if problems else " (healthy)"))
+        console.print(Text.assemble(s.describe(), (f" BROKEN: {'; '.join(problems)}", "red") if problems else " (healthy)"))
         for n in s.nodes:
             console.print(f"  node{n.index}: {n.address} ({n.netns})")
     return 0

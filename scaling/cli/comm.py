@@ -6,7 +6,7 @@ import json
 import sys
 
 from trainscale.scaling.cli import common as cli_common
-from trainscale.scaling.cli.progress import LiveProgress, console
+from trainscale.scaling.cli.progress import LiveProgress, console, styled
 
 EPILOG_NOTE = ("Sizes take K/M/G suffixes (powers of 1024, as nccl-tests); bandwidths are GB/s with GB = 1e9 B. "
                "Exit 0: all sizes ran and every result element passed the check; 1: a launch failed or a "
@@ -101,6 +101,6 @@ def handle(args: argparse.Namespace) -> int:
         sys.stdout.write(text_table(outcome.results))
         print(outcome.comm_dir)
     if not outcome.ok:
-        console.print(f"[red]failed[/red]: {outcome.summary['reason']}")
+        console.print(styled("failed", "red", f": {outcome.summary['reason']}"))
     console.print(f"results: {outcome.comm_dir}")
     return cli_common.EXIT_OK if outcome.ok else cli_common.EXIT_FAILED

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.common import UsageError
-from trainscale.scaling.cli.progress import console
+from trainscale.scaling.cli.progress import console, styled
 
 DESCRIPTION = """\
 Compares B against A per world size found on both sides (run folders, sweep folders or folders of
@@ -90,8 +90,8 @@ def handle(args: argparse.Namespace) -> int:
                       f"{r.effect_size:+.2f} ({r.effect_size_name})" if r.effect_size is not None else "-")
     console.print(table)
     for d in cmp.differences:
-        console.print(f"[yellow]marked:[/yellow] {d.key} differs (A: {', '.join(d.a)}; B: {', '.join(d.b)}), "
-                      "allowed by --allow-difference")
+        console.print(styled("marked:", "yellow", f" {d.key} differs (A: {', '.join(d.a)}; B: {', '.join(d.b)}), "
+                                                  "allowed by --allow-difference"))
     for note in cmp.notes:
         console.print(f"note: {note}")
     for w in cmp.worlds:

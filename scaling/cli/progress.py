@@ -6,34 +6,41 @@ from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 # A job log (Slurm's .out file, `| tee`) is not a terminal: rich would cut tables to 80 columns there
-# ("throug…"); there they are printed whole, at their own width.
-console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 1000)
+# ("throug…"); there they are printed whole, at their own width. No markup: reasons, paths and
+# remote error messages carry brackets ("[/path/pair.cc:152]") that rich would read as tags.
+console = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 1000)
 
 
-def outcome_line(label: str, summary: dict) -> str:
+def styled(word: str, style: str, rest: str = "") -> Text:
+    """A coloured word, then plain text."""
+    return Text.assemble((word, style), rest)
+
+
+def outcome_line(label: str, summary: dict) -> Text:
     if summary.get("recorded_by_another_node"):  # a multi-node run seen from a node other than rank 0
-        state = "[green]ok[/green]    " if summary.get("status") == "ok" else "[red]failed[/red]"
-        return (f"{state} {label}: this node's agent ended" + (f" ({summary['reason']})" if summary.get("reason")
-                                                                else "") + "; node rank 0 writes the run record")
+        state = ("ok    ", "green") if summary.get("status") == "ok" else ("failed", "red")
+        return styled(*state, f" {label}: this node's agent ended" + (f" ({summary['reason']})" if summary.get("reason")
+                                                                       else "") + "; node rank 0 writes the run record")
     tta = summary.get("tta")
     if summary.get("status") == "ok" and tta:
         if tta["valid"]:
-            return (f"[green]ok[/green]     {label}: time to accuracy {tta['tta_s']:.2f} s (target {tta['target']:g} "
+            return styled("ok", "green", f"     {label}: time to accuracy {tta['tta_s']:.2f} s (target {tta['target']:g} "
                     f"reached at epoch {tta['reached']['epoch_num']:g}, accuracy {tta['reached']['accuracy']:.4f})")
         best = max((e["accuracy"] for e in tta["evals"]), default=float("nan"))
-        return (f"[red]INVALID[/red] {label}: target {tta['target']:g} not reached in {tta['epochs_run']} epochs "
+        return styled("INVALID", "red", f" {label}: target {tta['target']:g} not reached in {tta['epochs_run']} epochs "
                 f"(best accuracy {best:.4f}); counts as the slowest run")
     if summary.get("status") == "ok" and "metrics" not in summary:  # a launch without training figures
-        return f"[green]ok[/green]     {label}" + (f" ({summary['wall_s']:.1f} s)" if summary.get("wall_s") else "")
+        return styled("ok", "green", f"     {label}" + (f" ({summary['wall_s']:.1f} s)" if summary.get("wall_s") else ""))
     if summary.get("status") == "ok":
         m = summary["metrics"]
         unit = summary.get("sample_unit", "samples")
         t = m["throughput"]
-        return (f"[green]ok[/green]     {label}: {t['global_samples_per_s']:.1f} {unit}/s "
+        return styled("ok", "green", f"     {label}: {t['global_samples_per_s']:.1f} {unit}/s "
                 f"(95% CI {t['ci_low']:.1f}-{t['ci_high']:.1f}), step p50 {m['step_time_s']['p50'] * 1e3:.1f} ms")
-    return f"[red]failed[/red] {label}: {summary.get('reason')}"
+    return styled("failed", "red", f" {label}: {summary.get('reason')}")
 
 
 class LiveProgress:

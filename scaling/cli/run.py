@@ -45,7 +45,7 @@ def handle(args: argparse.Namespace) -> int:
     if outcome.summary.get("gpu") is not None:
         from trainscale.analysis.gpu_telemetry import summary_line
 
-        console.print(f"gpu: {summary_line(outcome.summary['gpu'])}", markup=False)
+        console.print(f"gpu: {summary_line(outcome.summary['gpu'])}")
     console.print(f"results: {outcome.run_dir}")
     print(outcome.run_dir)
     return 0 if outcome.ok else 1

@@ -3,6 +3,9 @@ from are written by analysis/ (report.md, plan.md)."""
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
+
+from trainscale.scaling.cli.progress import styled
 
 from trainscale.analysis.plan import Plan, plan_table
 from trainscale.analysis.report import Report, fmt, mib
@@ -19,7 +22,7 @@ def print_report(rep: Report, console) -> None:
                   fmt(r.speedup, ".2f"), fmt(r.efficiency, ".2f"), f"{r.step_p50_s * 1e3:.1f}",
                   f"{r.step_p99_s * 1e3:.1f}", fmt(r.comm.get("exposed_pct_of_step") if r.comm else None, ".1f"))
     for f in rep.failed:
-        t.add_row(str(f["world_size"]), "[red]failed[/red]", "", "", "", "", "", "")
+        t.add_row(str(f["world_size"]), Text("failed", "red"), "", "", "", "", "", "")
     if rep.rows or not rep.strategies:
         console.print(t)
     if rep.tta:
@@ -36,9 +39,9 @@ def print_report(rep: Report, console) -> None:
                       "unavailable" if r.mfu is None else f"{r.mfu:.2%}")
         console.print(s)
     for w in rep.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(styled("warning:", "yellow", f" {w}"))
     for f in rep.failed:
-        console.print(f"[red]failed[/red] {f['run']} (world {f['world_size']}): {f['reason']}")
+        console.print(styled("failed", "red", f" {f['run']} (world {f['world_size']}): {f['reason']}"))
 
 
 CONSOLE_COLUMNS = (0, 1, 2, 4, 5, 9, 10, 11, 12, 13, 14)  # of plan_table: the rest is in plan.md
@@ -64,7 +67,7 @@ def print_plan(plan: Plan, console) -> None:
             console.print(line)
     console.print(f"recommendation: {f'{plan.best.nodes} node(s)' if plan.best else 'none'} ({plan.best_reason})")
     for w in plan.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(styled("warning:", "yellow", f" {w}"))
 
 
 def tta_table(sec: TTASection) -> Table:
@@ -74,7 +77,7 @@ def tta_table(sec: TTASection) -> Table:
     for row in sec.rows:
         s = row.summary
         t.add_row(str(row.world_size), str(s.n), str(s.invalid),
-                  fmt(s.headline, ".2f") if s.headline is not None else "[red]INVALID[/red]", fmt(s.median, ".2f"),
+                  fmt(s.headline, ".2f") if s.headline is not None else Text("INVALID", "red"), fmt(s.median, ".2f"),
                   f"{fmt(s.ci_low, '.2f')}-{fmt(s.ci_high, '.2f')}" if s.ci_low is not None else "-",
                   fmt(row.efficiency, ".2f"), fmt(sec.throughput_efficiency.get(row.world_size), ".2f"))
     return t
