@@ -92,6 +92,22 @@ def kill_stopped_children() -> list[int]:
     return killed
 
 
+def with_node_rank(ours: argparse.Namespace, torchrun_argv: list[str], rank: int) -> tuple[argparse.Namespace, list[str]]:
+    """The same command on every node of a step, made this node's: its rank in the record paths, in
+    --node-rank, and whether it hosts the c10d rendezvous (node rank 0)."""
+    for name in ("failures", "events"):
+        if getattr(ours, name) is not None:
+            setattr(ours, name, Path(str(getattr(ours, name)).replace("{node_rank}", str(rank))))
+    out = []
+    for arg in torchrun_argv:
+        if arg.startswith("--node-rank="):
+            arg = f"--node-rank={rank}"
+        elif arg.startswith("--rdzv-conf=is_host="):
+            arg = f"--rdzv-conf=is_host={'true' if rank == 0 else 'false'}"
+        out.append(arg)
+    return ours, out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
@@ -104,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainscale.launchers.agent")
     parser.add_argument("--failures", required=True, type=Path)
     parser.add_argument("--events", type=Path, help="JSON lines: the agent's failure reactions, timed")
+    parser.add_argument("--node-rank-from", dest="node_rank_from", metavar="VAR",
+                        help="this node's rank is in environment variable VAR (one srun task per node: SLURM_PROCID); "
+                             "it replaces {node_rank} in the paths and the node rank torchrun is given")
     ours = parser.parse_args(argv[:split])
+    torchrun_argv = argv[split + 1:]
+    if ours.node_rank_from:
+        ours, torchrun_argv = with_node_rank(ours, torchrun_argv, int(os.environ[ours.node_rank_from]))
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -120,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch_logger.setLevel(logging.INFO)
 
     try:
-        run(parse_args(argv[split + 1:]))
+        run(parse_args(torchrun_argv))
     except ChildFailedError as err:
         if ours.events:
             with open(ours.events, "a") as f:

@@ -4,6 +4,7 @@ description of failed ranks, the agents' environment and the threads each rank g
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -64,6 +65,22 @@ class Launcher:
         """What the record adds to "stopped by SIGNAL" (where, and what the signal means here)."""
         return ""
 
+    def stopped(self, spec: RunSpec, signal_name: str) -> None:
+        """A signal stopped this process's work and its records are written: what else to do (a node of
+        a Slurm job that got the warning before its time limit requeues the job)."""
+
+
+def requeue_this_job() -> bool:
+    """Put the Slurm job this process runs in back in the queue (scontrol requeue; the job needs
+    --requeue); whether Slurm took the request."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if not job.isdigit() or shutil.which("scontrol") is None:
+        return False
+    try:
+        return subprocess.run(["scontrol", "requeue", job], timeout=30).returncode == 0  # errors go to the job log
+    except (OSError, subprocess.SubprocessError):  # the record is written; a requeue that fails is Slurm's to report
+        return False
+
 
 def check_visible_gpus(nproc: int) -> None:
     """NCCL needs CUDA, and (when the ranks start on this node) one visible GPU per process."""
@@ -115,7 +132,9 @@ def describe_failures(failures: list[dict]) -> str:
     if not failures:
         return "workers failed without a failure record"
     f = failures[0]
-    where = f"rank {f['rank']} (local rank {f['local_rank']} on {f['host']})" if f["rank"] >= 0 else f["host"]
+    node = f.get("node")
+    host = f"{f['host']} as {node}" if node and node != f["host"] else f["host"]  # several nodes on one host
+    where = f"rank {f['rank']} (local rank {f['local_rank']} on {host})" if f["rank"] >= 0 else host
     if f.get("signal"):
         why = f"killed by {f['signal']}"
     elif f.get("message") and not f["message"].startswith("To enable traceback"):
@@ -149,6 +168,7 @@ class Agent:
     failures_file: Path
     log_name: str = "agent.log"
     node: str = ""  # the node's name when there are several agents
+    owned: bool = True  # this process is its parent (it dies with it); False: srun starts it on the nodes
 
 
 FAILED_AGENT_GRACE_S = 20.0  # after one agent fails, how long the others get to fail or finish on their own
@@ -176,7 +196,7 @@ def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
     seen: set[tuple[int, int]] = set()  # every process of the launch seen so far (pid, start ticks)
     try:
         for agent in agents:
-            env = {**agent.env, PARENT_PID_ENV: str(os.getpid())}  # the agents end when this process dies
+            env = {**agent.env, PARENT_PID_ENV: str(os.getpid())} if agent.owned else agent.env
             with open(logs / agent.log_name, "w") as log:
                 procs.append(subprocess.Popen(agent.cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                               start_new_session=True))

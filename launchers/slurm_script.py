@@ -1,5 +1,9 @@
-"""sbatch scripts for N nodes x G GPUs: one `trainscale run --launcher torchrun` per node through
-srun, the c10d rendezvous on the job's first node, results in a folder all nodes share.
+"""sbatch scripts for N nodes x G GPUs, in two shapes:
+- one run: one `trainscale run --launcher torchrun` per node through srun, the c10d rendezvous on the
+  job's first node, results in a folder all nodes share;
+- a campaign (sweep_nodes): the batch script becomes `trainscale sweep --launcher slurm`, which runs
+  every point of the scaling curve as an srun step on the first N nodes of one allocation, and
+  resumes its own sweep folder when the job is requeued.
 
 Nothing a user passes is executed by the shell: every value is a single-quoted literal
 (shlex.quote), values with control characters are refused (they could end a comment or an #SBATCH
@@ -38,6 +42,9 @@ class SlurmJob:
     backend: str = "nccl"
     run_args: list[str] = field(default_factory=list)  # further `trainscale run` arguments
     rendered_by: list[str] = field(default_factory=list)  # the render command, for the header
+    sweep_nodes: list[int] = field(default_factory=list)  # a campaign over these node counts; [] = one run
+    scaling: str = "weak"  # a campaign's scaling mode
+    repeats: int = 1  # a campaign's runs per point
 
     @property
     def world_size(self) -> int:
@@ -70,6 +77,12 @@ def validate(job: SlurmJob) -> None:
             raise SpecError(msg)
 
     need(job.nodes >= 1, f"--nodes must be at least 1, got {job.nodes}")
+    if job.sweep_nodes:
+        need(all(n >= 1 for n in job.sweep_nodes), f"--sweep-nodes must be 1 or more each, got {job.sweep_nodes}")
+        need(job.nodes == max(job.sweep_nodes), f"the allocation ({job.nodes} nodes) must be the largest point "
+                                                f"of --sweep-nodes {job.sweep_nodes}")
+        need(job.scaling in ("weak", "strong"), f"--scaling must be weak or strong, got {job.scaling!r}")
+        need(job.repeats >= 1, f"--repeats must be at least 1, got {job.repeats}")
     need(job.gpus_per_node >= 0, f"--gpus-per-node must be 0 or more, got {job.gpus_per_node}")
     need(job.nproc_per_node >= 1, f"--nproc-per-node must be at least 1, got {job.nproc_per_node}")
     need(job.cpus_per_task >= 1, f"--cpus-per-task must be at least 1, got {job.cpus_per_task}")
@@ -102,15 +115,17 @@ def render(job: SlurmJob) -> str:
         sbatch.append(f"--account={job.account}")
     if job.exclusive:
         sbatch.append("--exclusive")
-    sbatch += ["--requeue", "--signal=USR2@120", "--open-mode=append", "--output=%x-%j.out"]
+    # A campaign's warning goes to the batch shell only (B:): the sweep stops its step, records it, requeues.
+    sbatch += ["--requeue", f"--signal={'B:' if job.sweep_nodes else ''}USR2@120", "--open-mode=append",
+               "--output=%x-%j.out"]
 
     results = q(job.results_dir) if job.results_dir else '"$SLURM_SUBMIT_DIR/results"'
-    inputs = [f"RESULTS_DIR=${{RESULTS_DIR:-{results}}}  # must be on a file system every node shares"]
-    data_args: list[str] = []
-    if job.data_path is not None:
-        inputs.append(f"DATA_PATH=${{DATA_PATH:-{q(job.data_path)}}}  # image folder: train/<class>/<image>")
-        data_args = ["--set data.kind=real", '--set "data.path=$DATA_PATH"']
-    inputs += [f"RDZV_PORT=${{RDZV_PORT:-{job.rdzv_port}}}", f"NPROC_PER_NODE={job.nproc_per_node}"]
+    inputs = [f"RESULTS_DIR=${{RESULTS_DIR:-{results}}}  # must be on a file system every node shares",
+              f"DATA_PATH=${{DATA_PATH:-{q(job.data_path) if job.data_path else ''}}}  # empty: the workload's "
+              "synthetic data; else real data (resnet50: an image folder train/<class>/<image>; gpt: a token file)"]
+    if not job.sweep_nodes:
+        inputs.append(f"RDZV_PORT=${{RDZV_PORT:-{job.rdzv_port}}}")
+    inputs.append(f"NPROC_PER_NODE={job.nproc_per_node}")
 
     env = ["export OMP_NUM_THREADS=$(( SLURM_CPUS_PER_TASK / NPROC_PER_NODE > 0 ? "
            "SLURM_CPUS_PER_TASK / NPROC_PER_NODE : 1 ))"]
@@ -121,26 +136,52 @@ def render(job: SlurmJob) -> str:
                 "# export NCCL_IB_HCA=...          # site-specific: InfiniBand adapters to use"]
     else:
         env += ["# export GLOO_SOCKET_IFNAME=...  # site-specific: the inter-node network's interface"]
+    env += ["data_args=()",
+            'if [ -n "$DATA_PATH" ]; then data_args=(--set data.kind=real --set "data.path=$DATA_PATH"); fi']
 
-    run = ["trainscale run --launcher torchrun", '--nodes "$SLURM_JOB_NUM_NODES" --nproc "$NPROC_PER_NODE"',
-           '--rdzv-endpoint "$head_addr:$RDZV_PORT" --run-id "$run_id" --out "$RESULTS_DIR"',
-           f"--workload {q(job.workload)} --backend {job.backend}",
-           # the run's own limit: the job's (the USR2 warning comes 120 s before it)
-           f"--timeout {time_limit_s(job.time)}", *data_args,
-           *_pairs([q(a) for a in job.run_args])]
-    lines = [
+    workload = [f"--workload {q(job.workload)} --backend {job.backend}",
+                # each run's own limit: the job's (the USR2 warning comes 120 s before it)
+                f"--timeout {time_limit_s(job.time)}", '"${data_args[@]}"', *_pairs([q(a) for a in job.run_args])]
+    header = [
         "#!/bin/bash",
-        f"# trainscale: {job.workload} on {job.nodes} node(s) x {gpus}, {job.world_size} ranks, {job.backend}.",
+        f"# trainscale: {_title(job, gpus)}",
         f"# Rendered by: {shlex.join(['trainscale', 'slurm', 'render', *job.rendered_by])}",
         "# Submit as it is: sbatch THIS_FILE. The inputs below can be overridden from the environment,",
         "# e.g. RESULTS_DIR=/shared/results sbatch THIS_FILE. `trainscale` must be on the nodes' PATH.",
-        "# One task per node (a torchrun agent that starts the node's ranks). 120 s before the time limit",
-        "# Slurm sends USR2: the run stops cleanly, node rank 0 records it and requeues the job.",
-        *(f"#SBATCH {s}" for s in sbatch),
-        "set -euo pipefail",
-        "",
-        "# Inputs: quoted literals, never executed.",
-        *inputs,
+    ]
+    if job.sweep_nodes:
+        header += [
+            "# One allocation of the largest point's nodes; `trainscale sweep --launcher slurm` runs each point",
+            "# as an srun step on the first N of them (one torchrun agent per node, the rendezvous on the",
+            "# step's first node), then writes the report. 120 s before the time limit Slurm sends USR2 to",
+            "# this script: the point in flight stops and is recorded, and the job is requeued; the requeued",
+            "# job resumes the same sweep folder (named by the job id): finished points are kept, the rest run.",
+        ]
+    else:
+        header += [
+            "# One task per node (a torchrun agent that starts the node's ranks). 120 s before the time limit",
+            "# Slurm sends USR2: the run stops cleanly, node rank 0 records it and requeues the job.",
+        ]
+    lines = [*header, *(f"#SBATCH {s}" for s in sbatch), "set -euo pipefail", "",
+             "# Inputs: quoted literals, never executed.", *inputs, "", *env, 'mkdir -p "$RESULTS_DIR"']
+    if job.sweep_nodes:
+        sweep = [f"exec trainscale sweep --launcher slurm --nodes {','.join(map(str, job.sweep_nodes))}"
+                 ' --nproc "$NPROC_PER_NODE"',
+                 f'--scaling {job.scaling} --repeats {job.repeats} --out "$RESULTS_DIR" --sweep-dir "$sweep_dir"',
+                 *workload]
+        lines += [
+            'sweep_dir="$RESULTS_DIR/campaign-job$SLURM_JOB_ID"',
+            'echo "trainscale: job $SLURM_JOB_ID attempt ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST;'
+            ' sweep $sweep_dir"',
+            "",
+            "# exec: the sweep is the batch shell, so it is what receives Slurm's USR2 warning.",
+            " \\\n  ".join(sweep),
+            "",
+        ]
+        return "\n".join(lines)
+    run = ["trainscale run --launcher torchrun", '--nodes "$SLURM_JOB_NUM_NODES" --nproc "$NPROC_PER_NODE"',
+           '--rdzv-endpoint "$head_addr:$RDZV_PORT" --run-id "$run_id" --out "$RESULTS_DIR"', *workload]
+    lines += [
         "",
         "# Node rank 0 is the job's first node; it hosts the c10d rendezvous at its Slurm NodeAddr.",
         "# (Whole outputs are read, never piped into head: under pipefail a writer cut off early by",
@@ -151,9 +192,6 @@ def render(job: SlurmJob) -> str:
         'head_addr=${head_addrs[0]}',
         '# One results folder per attempt: a requeued job (SLURM_RESTART_COUNT) starts a new one.',
         'run_id="job${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"',
-        "",
-        *env,
-        'mkdir -p "$RESULTS_DIR"',
         'echo "trainscale: job $SLURM_JOB_ID attempt ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST;'
         ' rendezvous $head_addr:$RDZV_PORT; results $RESULTS_DIR/$run_id"',
         "",
@@ -163,6 +201,14 @@ def render(job: SlurmJob) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _title(job: SlurmJob, gpus: str) -> str:
+    if not job.sweep_nodes:
+        return f"{job.workload} on {job.nodes} node(s) x {gpus}, {job.world_size} ranks, {job.backend}."
+    ranks = [n * job.nproc_per_node for n in job.sweep_nodes]
+    return (f"{job.workload} {job.scaling}-scaling campaign on {', '.join(map(str, job.sweep_nodes))} node(s) x {gpus} "
+            f"({min(ranks)} to {max(ranks)} ranks), {job.backend}.")
 
 
 def _pairs(args: list[str]) -> list[str]:

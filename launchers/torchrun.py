@@ -22,17 +22,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from trainscale.launchers.ownership import stop_on_signals
 from trainscale.launchers.base import (Agent, LaunchResult, Launcher, ProgressCallback, agent_env, core_facts,
-                                       describe_failures, order_failures, run_agents, threads_per_rank, worker_command)
+                                       describe_failures, order_failures, requeue_this_job, run_agents,
+                                       threads_per_rank, worker_command)
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
 from trainscale.scaling.spec import SpecError
@@ -145,14 +143,12 @@ class TorchrunLauncher(Launcher):
         agent = Agent(cmd, agent_env(threads, tmp, spec.launch.max_restarts), failures_file(run_dir, spec, rank),
                       log_name="agent.log" if spec.nodes == 1 else f"agent-node{rank}.log", node=f"node{rank}")
 
-        try:
-            # Slurm's warning before the time limit (--signal=USR2@...) stops the node as SIGTERM does.
-            with stop_on_signals((signal.SIGUSR2,)):
-                result = run_agents([agent], run_dir, spec.timeout_s, on_progress if rank == 0 else None)
+        try:  # Slurm's warning before the time limit (SIGUSR2) stops the node as SIGTERM does (cli/main.py)
+            result = run_agents([agent], run_dir, spec.timeout_s, on_progress if rank == 0 else None)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if rank == 0 and spec.nodes > 1 and not result.ok:
-            result.failures = _all_nodes_failures(run_dir, spec)
+            result.failures = all_nodes_failures(run_dir)
             if result.failures:
                 result.reason = describe_failures(result.failures)
         result.facts = {"node_rank": rank, "nodes": spec.nodes, "rdzv_endpoint": spec.launch.rdzv_endpoint or None,
@@ -164,20 +160,21 @@ class TorchrunLauncher(Launcher):
         return f" on node {node_rank(spec)} " + ("(Slurm's warning before the time limit, or a preemption notice)"
                                                  if signal_name == "SIGUSR2" else "(asked to terminate)")
 
-    def after_record(self, spec: RunSpec, run_dir: Path, summary: dict) -> None:
-        """Inside a Slurm job, a run stopped by SIGUSR2 is requeued once its record is written."""
-        job = os.environ.get("SLURM_JOB_ID", "")
-        if (summary.get("launch", {}).get("stopped_by") == "SIGUSR2" and job.isdigit()
-                and shutil.which("scontrol") and self.records_run(spec)):
-            subprocess.run(["scontrol", "requeue", job], timeout=30, check=False)
+    def stopped(self, spec: RunSpec, signal_name: str) -> None:
+        """Inside a Slurm job, node rank 0 requeues a run stopped by SIGUSR2 once its record is written."""
+        if signal_name == "SIGUSR2" and self.records_run(spec):
+            requeue_this_job()
 
 
-def _all_nodes_failures(run_dir: Path, spec: RunSpec) -> list[dict]:
+def all_nodes_failures(run_dir: Path, node_names: list[str] | None = None) -> list[dict]:
+    """The failure records every node's agent wrote into the shared run folder (failures-nodeR.json),
+    cause first; each names its node: node_names[R] when given, else nodeR."""
     failures = []
-    for r in range(spec.nodes):
-        f = failures_file(run_dir, spec, r)
-        if f.exists():
-            failures += [{**rec, "node": f"node{r}"} for rec in read_json(f)["failures"]]
+    for f in Path(run_dir).glob("failures-node*.json"):
+        rank = f.stem.removeprefix("failures-node")
+        if rank.isdigit():
+            node = node_names[int(rank)] if node_names and int(rank) < len(node_names) else f"node{rank}"
+            failures += [{**rec, "node": node} for rec in read_json(f)["failures"]]
     return order_failures(failures)
 
 

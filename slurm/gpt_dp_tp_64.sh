@@ -20,8 +20,18 @@ set -euo pipefail
 
 # Inputs: quoted literals, never executed.
 RESULTS_DIR=${RESULTS_DIR:-"$SLURM_SUBMIT_DIR/results"}  # must be on a file system every node shares
+DATA_PATH=${DATA_PATH:-}  # empty: the workload's synthetic data; else real data (resnet50: an image folder train/<class>/<image>; gpt: a token file)
 RDZV_PORT=${RDZV_PORT:-29400}
 NPROC_PER_NODE=8
+
+export OMP_NUM_THREADS=$(( SLURM_CPUS_PER_TASK / NPROC_PER_NODE > 0 ? SLURM_CPUS_PER_TASK / NPROC_PER_NODE : 1 ))
+export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
+# export NCCL_SOCKET_IFNAME=...   # site-specific: the inter-node network's interface
+# export NCCL_IB_HCA=...          # site-specific: InfiniBand adapters to use
+data_args=()
+if [ -n "$DATA_PATH" ]; then data_args=(--set data.kind=real --set "data.path=$DATA_PATH"); fi
+mkdir -p "$RESULTS_DIR"
 
 # Node rank 0 is the job's first node; it hosts the c10d rendezvous at its Slurm NodeAddr.
 # (Whole outputs are read, never piped into head: under pipefail a writer cut off early by
@@ -32,13 +42,6 @@ mapfile -t head_addrs < <(sinfo -h -N -n "$head_node" -o %o)
 head_addr=${head_addrs[0]}
 # One results folder per attempt: a requeued job (SLURM_RESTART_COUNT) starts a new one.
 run_id="job${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"
-
-export OMP_NUM_THREADS=$(( SLURM_CPUS_PER_TASK / NPROC_PER_NODE > 0 ? SLURM_CPUS_PER_TASK / NPROC_PER_NODE : 1 ))
-export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
-# export NCCL_SOCKET_IFNAME=...   # site-specific: the inter-node network's interface
-# export NCCL_IB_HCA=...          # site-specific: InfiniBand adapters to use
-mkdir -p "$RESULTS_DIR"
 echo "trainscale: job $SLURM_JOB_ID attempt ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST; rendezvous $head_addr:$RDZV_PORT; results $RESULTS_DIR/$run_id"
 
 # srun runs one task per node; each is told its node rank by SLURM_NODEID.
@@ -48,6 +51,7 @@ srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --cpus-per-task="$SLURM_
     --rdzv-endpoint "$head_addr:$RDZV_PORT" --run-id "$run_id" --out "$RESULTS_DIR" \
     --workload gpt --backend nccl \
     --timeout 14400 \
+    "${data_args[@]}" \
     --parallel tp \
     --steps 300 \
     --warmup 50 \

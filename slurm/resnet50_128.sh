@@ -1,11 +1,14 @@
 #!/bin/bash
-# trainscale: resnet50 on 16 node(s) x 8 GPU(s), 128 ranks, nccl.
-# Rendered by: trainscale slurm render --workload resnet50 --nodes 16 --gpus-per-node 8 --cpus-per-task 64 --time 02:00:00 --exclusive --job-name trainscale-resnet50-128 --data-path /datasets/imagenet --steps 600 --warmup 100 --batch-size 256 --set data.loader_workers=8 --output slurm/resnet50_128.sh
+# trainscale: resnet50 weak-scaling campaign on 1, 2, 4, 8, 16 node(s) x 8 GPU(s) (8 to 128 ranks), nccl.
+# Rendered by: trainscale slurm render --workload resnet50 --sweep-nodes 1,2,4,8,16 --gpus-per-node 8 --cpus-per-task 64 --time 02:00:00 --exclusive --job-name trainscale-resnet50-1to16 --steps 600 --warmup 100 --batch-size 256 --set data.loader_workers=8 --output slurm/resnet50_128.sh
 # Submit as it is: sbatch THIS_FILE. The inputs below can be overridden from the environment,
 # e.g. RESULTS_DIR=/shared/results sbatch THIS_FILE. `trainscale` must be on the nodes' PATH.
-# One task per node (a torchrun agent that starts the node's ranks). 120 s before the time limit
-# Slurm sends USR2: the run stops cleanly, node rank 0 records it and requeues the job.
-#SBATCH --job-name=trainscale-resnet50-128
+# One allocation of the largest point's nodes; `trainscale sweep --launcher slurm` runs each point
+# as an srun step on the first N of them (one torchrun agent per node, the rendezvous on the
+# step's first node), then writes the report. 120 s before the time limit Slurm sends USR2 to
+# this script: the point in flight stops and is recorded, and the job is requeued; the requeued
+# job resumes the same sweep folder (named by the job id): finished points are kept, the rest run.
+#SBATCH --job-name=trainscale-resnet50-1to16
 #SBATCH --nodes=16
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
@@ -13,45 +16,34 @@
 #SBATCH --time=02:00:00
 #SBATCH --exclusive
 #SBATCH --requeue
-#SBATCH --signal=USR2@120
+#SBATCH --signal=B:USR2@120
 #SBATCH --open-mode=append
 #SBATCH --output=%x-%j.out
 set -euo pipefail
 
 # Inputs: quoted literals, never executed.
 RESULTS_DIR=${RESULTS_DIR:-"$SLURM_SUBMIT_DIR/results"}  # must be on a file system every node shares
-DATA_PATH=${DATA_PATH:-/datasets/imagenet}  # image folder: train/<class>/<image>
-RDZV_PORT=${RDZV_PORT:-29400}
+DATA_PATH=${DATA_PATH:-}  # empty: the workload's synthetic data; else real data (resnet50: an image folder train/<class>/<image>; gpt: a token file)
 NPROC_PER_NODE=8
-
-# Node rank 0 is the job's first node; it hosts the c10d rendezvous at its Slurm NodeAddr.
-# (Whole outputs are read, never piped into head: under pipefail a writer cut off early by
-# head's exit dies of SIGPIPE and takes the job with it on large node lists.)
-mapfile -t job_nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
-head_node=${job_nodes[0]}
-mapfile -t head_addrs < <(sinfo -h -N -n "$head_node" -o %o)
-head_addr=${head_addrs[0]}
-# One results folder per attempt: a requeued job (SLURM_RESTART_COUNT) starts a new one.
-run_id="job${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"
 
 export OMP_NUM_THREADS=$(( SLURM_CPUS_PER_TASK / NPROC_PER_NODE > 0 ? SLURM_CPUS_PER_TASK / NPROC_PER_NODE : 1 ))
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
 # export NCCL_SOCKET_IFNAME=...   # site-specific: the inter-node network's interface
 # export NCCL_IB_HCA=...          # site-specific: InfiniBand adapters to use
+data_args=()
+if [ -n "$DATA_PATH" ]; then data_args=(--set data.kind=real --set "data.path=$DATA_PATH"); fi
 mkdir -p "$RESULTS_DIR"
-echo "trainscale: job $SLURM_JOB_ID attempt ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST; rendezvous $head_addr:$RDZV_PORT; results $RESULTS_DIR/$run_id"
+sweep_dir="$RESULTS_DIR/campaign-job$SLURM_JOB_ID"
+echo "trainscale: job $SLURM_JOB_ID attempt ${SLURM_RESTART_COUNT:-0} on $SLURM_JOB_NODELIST; sweep $sweep_dir"
 
-# srun runs one task per node; each is told its node rank by SLURM_NODEID.
-srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" \
-  trainscale run --launcher torchrun \
-    --nodes "$SLURM_JOB_NUM_NODES" --nproc "$NPROC_PER_NODE" \
-    --rdzv-endpoint "$head_addr:$RDZV_PORT" --run-id "$run_id" --out "$RESULTS_DIR" \
-    --workload resnet50 --backend nccl \
-    --timeout 7200 \
-    --set data.kind=real \
-    --set "data.path=$DATA_PATH" \
-    --steps 600 \
-    --warmup 100 \
-    --batch-size 256 \
-    --set data.loader_workers=8
+# exec: the sweep is the batch shell, so it is what receives Slurm's USR2 warning.
+exec trainscale sweep --launcher slurm --nodes 1,2,4,8,16 --nproc "$NPROC_PER_NODE" \
+  --scaling weak --repeats 1 --out "$RESULTS_DIR" --sweep-dir "$sweep_dir" \
+  --workload resnet50 --backend nccl \
+  --timeout 7200 \
+  "${data_args[@]}" \
+  --steps 600 \
+  --warmup 100 \
+  --batch-size 256 \
+  --set data.loader_workers=8

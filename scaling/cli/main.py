@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainscale.scaling.results.files import ResultsError
 
     try:
-        with stop_on_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+        # SIGUSR2: Slurm's warning before a job's time limit (--signal); stopped cleanly like the others.
+        with stop_on_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)):
             return int(args.handler(args))
     except (UsageError, SpecError, ResultsError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -28,7 +28,13 @@ def register(sub) -> None:
         "trainscale slurm render --workload resnet50 --nodes 2 --gpus-per-node 0 --nproc-per-node 1 "
         "--backend gloo --output smoke.sh -- --steps 20 --set model.width=0.125")
     r.add_argument("--workload", required=True, help="workload name")
-    r.add_argument("--nodes", type=int, required=True, help="number of nodes (#SBATCH --nodes)")
+    size = r.add_mutually_exclusive_group(required=True)
+    size.add_argument("--nodes", type=int, help="one run on this many nodes (#SBATCH --nodes)")
+    size.add_argument("--sweep-nodes", dest="sweep_nodes", metavar="N,N,...",
+                      help="a campaign: one job of the largest count's nodes runs the scaling sweep over these node "
+                           "counts (trainscale sweep --launcher slurm), resumed by itself when requeued")
+    r.add_argument("--scaling", default="weak", choices=("weak", "strong"), help="a campaign's scaling mode")
+    r.add_argument("--repeats", type=cli_common.positive_int, default=1, help="a campaign's runs per point")
     r.add_argument("--gpus-per-node", dest="gpus_per_node", type=int, required=True,
                    help="GPUs per node (0 for CPU nodes)")
     r.add_argument("--nproc-per-node", dest="nproc_per_node", type=cli_common.positive_int,
@@ -68,7 +74,7 @@ def register(sub) -> None:
     s.set_defaults(handler=handle_submit)
 
 
-def _check_run_settings(args: argparse.Namespace, backend: str, nproc: int) -> None:
+def _check_run_settings(args: argparse.Namespace, backend: str, nproc: int, points: list[int]) -> None:
     """The run-spec part, checked as far as it can be away from the cluster: names known here,
     settings that exist with values of the right type, the model and its parallel layout. Host checks
     (GPUs, data path) happen on the cluster, where `trainscale run` validates again before any
@@ -85,8 +91,9 @@ def _check_run_settings(args: argparse.Namespace, backend: str, nproc: int) -> N
         raise UsageError(f"extra run arguments {' '.join(args.run_args)!r} cannot be checked here; "
                          "use --set, or --unchecked")
     flags = {k: getattr(args, k) for k in ("steps", "warmup", "batch_size") if getattr(args, k) is not None}
-    validate_portable(build(None, {"workload": args.workload, "parallel": args.parallel, "backend": backend,
-                                   "nodes": args.nodes, "nproc": nproc, **flags}, args.sets))
+    for nodes in points:
+        validate_portable(build(None, {"workload": args.workload, "parallel": args.parallel, "backend": backend,
+                                       "nodes": nodes, "nproc": nproc, **flags}, args.sets))
 
 
 def handle_render(args: argparse.Namespace) -> int:
@@ -96,8 +103,10 @@ def handle_render(args: argparse.Namespace) -> int:
         cli_common.writable_file(args.output, "--output")
     nproc = args.nproc_per_node if args.nproc_per_node is not None else max(1, args.gpus_per_node)
     backend = args.backend or ("nccl" if args.gpus_per_node > 0 else "gloo")
+    sweep_nodes = cli_common.parse_int_list(args.sweep_nodes, "--sweep-nodes") if args.sweep_nodes else []
+    nodes = max(sweep_nodes) if sweep_nodes else args.nodes
     if not args.unchecked:
-        _check_run_settings(args, backend, nproc)
+        _check_run_settings(args, backend, nproc, sweep_nodes or [nodes])
     run_args = ["--parallel", args.parallel] if args.parallel != "ddp" else []
     for flag, value in (("--steps", args.steps), ("--warmup", args.warmup), ("--batch-size", args.batch_size)):
         if value is not None:
@@ -105,12 +114,13 @@ def handle_render(args: argparse.Namespace) -> int:
     for item in args.sets:
         run_args += ["--set", item]
     run_args += args.run_args
-    job = SlurmJob(workload=args.workload, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+    job = SlurmJob(workload=args.workload, nodes=nodes, gpus_per_node=args.gpus_per_node,
                    nproc_per_node=nproc, cpus_per_task=8 * nproc if args.cpus_per_task is None else args.cpus_per_task, time=args.time,
                    job_name=args.job_name or "trainscale-" + re.sub(r"[^A-Za-z0-9._-]", "_", args.workload)[:40], partition=args.partition,
                    account=args.account, exclusive=args.exclusive, results_dir=args.results_dir,
                    data_path=args.data_path, rdzv_port=args.rdzv_port, backend=backend, run_args=run_args,
-                   rendered_by=args.argv[2:])
+                   rendered_by=args.argv[2:], sweep_nodes=sweep_nodes, scaling=args.scaling,
+                   repeats=args.repeats)
     text = render(job)
     if args.output:
         from trainscale.scaling.results.files import write_text_atomic
@@ -118,7 +128,8 @@ def handle_render(args: argparse.Namespace) -> int:
         out = Path(args.output)
         write_text_atomic(out, text)
         out.chmod(0o755)
-        console.print(f"wrote {out}: {job.nodes} node(s) x {job.nproc_per_node} rank(s), {backend}")
+        what = f"a campaign over {args.sweep_nodes} node(s)" if sweep_nodes else f"{job.nodes} node(s)"
+        console.print(f"wrote {out}: {what} x {job.nproc_per_node} rank(s), {backend}")
     else:
         print(text, end="")
     return 0

@@ -144,6 +144,8 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
         stopped.status = schema.STATUS_STOPPED
         write_json_atomic(run_dir / schema.SUMMARY, stopped.to_dict())
         launcher.after_record(spec, run_dir, stopped.to_dict())
+        launcher.stopped(spec, name)
+        e.handled = True  # a sweep around this run need not tell the launcher again
         raise
     ok, reason, failures, facts = result.ok, result.reason, result.failures, result.facts
     summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts).to_dict()

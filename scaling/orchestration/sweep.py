@@ -17,6 +17,7 @@ from trainscale.analysis.scaling import SCALING_MODES, STRONG
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import write_json_atomic
 from trainscale.launchers.ownership import Stopped
+from trainscale.launchers.registry import LAUNCHERS
 from trainscale.scaling.results.files import ResultsError, read_json
 from trainscale.scaling.results.records import ABSENT, SweepEntry, SweepIndex, process_identity, writer_alive
 
@@ -26,7 +27,6 @@ from trainscale.scaling.resolve import validate
 from trainscale.scaling.spec import FaultConfig, RunSpec, SpecError, from_dict
 
 
-PARTIAL_DIR = ".partial"  # runs/.partial/: folders of points a resume ran again (hidden from reports)
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def _put_aside(sweep_dir: Path, name: str) -> None:
     run = sweep_dir / schema.SWEEP_RUNS_DIR / name
     if not run.exists():
         return
-    aside = sweep_dir / schema.SWEEP_RUNS_DIR / PARTIAL_DIR
+    aside = sweep_dir / schema.SWEEP_RUNS_DIR / schema.PARTIAL_DIR
     aside.mkdir(exist_ok=True)
     k = 1
     while (aside / f"{name}-{k}").exists():
@@ -152,6 +152,8 @@ def _run_all(points: list[SweepPoint], strategies: list[str], sweep_dir: Path, i
         index.status = schema.STATUS_STOPPED
         index.reason = f"stopped by {getattr(e, 'name', 'SIGINT')} in run {len(index.runs)} of {len(index.plan)}"
         write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())
+        if isinstance(e, Stopped) and not getattr(e, "handled", False) and points:  # between two runs
+            LAUNCHERS.get(points[0].spec.launcher).stopped(points[0].spec, e.name)
         raise
     index.status = "done"
     write_json_atomic(sweep_dir / schema.SWEEP_INDEX, index.to_dict())

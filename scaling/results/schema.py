@@ -44,6 +44,7 @@ LOGS_DIR = "logs"
 TELEMETRY_DIR = "telemetry"
 SWEEP_INDEX = "sweep.json"
 SWEEP_RUNS_DIR = "runs"
+PARTIAL_DIR = ".partial"  # SWEEP_RUNS_DIR/.partial/: points a resume ran again, kept aside (hidden from reports)
 
 # Columns of a per-rank samples file. Times are seconds from a monotonic clock on that rank;
 # t_start is relative to the rank's run_start. Workloads or strategies may append columns.
