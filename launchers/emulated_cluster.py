@@ -29,6 +29,7 @@ from trainscale.scaling.results.files import read_json, write_json_atomic
 from trainscale.scaling.spec import SpecError
 
 from trainscale.launchers import namespaces as netns
+from trainscale.launchers import ownership
 PREFIX = "tsc"
 DEFAULT_NAME = "default"
 SUBNET_POOL = "10.77.{k}.0/24"
@@ -181,6 +182,7 @@ def _reserve_subnet() -> ipaddress.IPv4Network:
 def _teardown(state: ClusterState) -> list[str]:
     switch, node_prefix = netns_names(state.name)
     removed = [ns for ns in netns.list_netns() if ns == switch or ns.startswith(node_prefix)]
+    stop_processes_on(removed)
     for ns in removed:
         netns.delete_netns(ns)
     netns.remove_guard_route(state.subnet)  # last: no namespace holds a cluster address any more
@@ -188,9 +190,16 @@ def _teardown(state: ClusterState) -> list[str]:
     return removed
 
 
+def stop_processes_on(namespaces: list[str]) -> int:
+    """Stop what still runs on the nodes (a Ray head and its workers started there, say): a deleted
+    namespace lives on while a process holds it."""
+    pids = [pid for ns in namespaces for pid in netns.processes_in(ns)]
+    return ownership.stop_all((pid, ticks) for pid in pids if (ticks := ownership.start_ticks(pid)) is not None)
+
+
 def down(name: str) -> list[str]:
-    """Remove the cluster's namespaces, its guard route and its state file; returns the namespaces
-    removed. Refused while a run holds the cluster."""
+    """Stop every process still on the cluster's nodes, remove its namespaces, its guard route and its
+    state file; returns the namespaces removed. Refused while a run holds the cluster."""
     check_name(name)
     netns.require_root_and_tools("cluster down")
     state = load(name)
@@ -198,6 +207,7 @@ def down(name: str) -> list[str]:
     if state is None:
         # No state: remove namespaces a crashed 'up' may have left (never a guard route we did not record).
         leftovers = [ns for ns in netns.list_netns() if ns == switch or ns.startswith(node_prefix)]
+        stop_processes_on(leftovers)
         for ns in leftovers:
             netns.delete_netns(ns)
         return leftovers

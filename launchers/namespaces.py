@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from trainscale.scaling.spec import SpecError
 
@@ -143,6 +144,25 @@ def guard_route_present(subnet: str) -> bool:
 def add_netns(ns: str) -> None:
     run("ip", "netns", "add", ns)
     run("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def processes_in(ns: str) -> list[int]:
+    """Pids of the processes inside network namespace ns (the daemons a user started on an emulated
+    node, a run's agents): the namespace is theirs when /proc/PID/ns/net is the same nsfs inode."""
+    try:
+        target = os.stat(netns_path(ns))
+    except OSError:
+        return []
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                st = os.stat(proc / "ns" / "net")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                pids.append(int(proc.name))
+    return pids
 
 
 def delete_netns(ns: str) -> None:

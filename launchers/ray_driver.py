@@ -23,6 +23,8 @@ from trainscale.launchers.base import PARENT_PID_ENV
 from trainscale.launchers.ownership import die_with_parent
 from trainscale.launchers.ray_train import IDENTITY_DIR
 
+FORWARDED_ENV = ("GLOO_", "NCCL_", "TORCH_NCCL_")  # prefixes of the variables every Ray worker gets
+
 
 def train_loop_per_worker(config: dict) -> None:
     """One Ray Train worker: the process group is Ray's; the loop is trainscale's."""
@@ -44,6 +46,12 @@ def train_loop_per_worker(config: dict) -> None:
     run_rank(run_dir, t_main=t_main, startup_s=None)
 
 
+def controller_failure(message: str) -> dict:
+    """A failure of the run as a whole (no rank), in the agent's record layout."""
+    return {"rank": -1, "local_rank": None, "pid": None, "exitcode": None, "signal": None, "message": message,
+            "timestamp": int(time.time()), "host": "ray controller"}
+
+
 def failure_records(run_dir: Path, err: Exception) -> list[dict]:
     from ray.train import WorkerGroupError
 
@@ -52,9 +60,8 @@ def failure_records(run_dir: Path, err: Exception) -> list[dict]:
         info = read_json(p)
         identities[info["rank"]] = info
     if not isinstance(err, WorkerGroupError):
-        return [{"rank": -1, "local_rank": None, "pid": None, "exitcode": None, "signal": None,
-                 "message": f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
-                 "timestamp": int(time.time()), "host": "ray controller"}]
+        return [controller_failure(f"{type(err).__name__}: "
+                                   f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}")]
     records = []
     for rank, exc in sorted(err.worker_failures.items()):
         who = identities.get(rank, {})
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trainscale.launchers.ray_train import resources_per_worker
+    from trainscale.launchers.ray_train import placement_strategy, resources_per_worker
     from trainscale.launchers.base import order_failures
     from trainscale.scaling.spec import from_dict
     from trainscale.scaling.provenance import usable_cores
@@ -89,18 +96,31 @@ def main(argv: list[str] | None = None) -> int:
     run_dir: Path = args.run_dir.resolve()
     spec = from_dict(read_json(run_dir / schema.CONFIG))
     t0 = time.monotonic()
+    # The workers start from their Ray node's environment, not this one: the network settings of the
+    # collectives (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME, NCCL_IB_HCA ...) given here go with them.
+    forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+    runtime_env = {"env_vars": forwarded} if forwarded else None
     if spec.launch.ray_address:
-        ray.init(address=spec.launch.ray_address, include_dashboard=False)
+        ray.init(address=spec.launch.ray_address, include_dashboard=False, runtime_env=runtime_env)
     else:
-        ray.init(_temp_dir=str(args.session_dir), include_dashboard=False,
+        ray.init(_temp_dir=str(args.session_dir), include_dashboard=False, runtime_env=runtime_env,
                  num_cpus=max(usable_cores(), spec.world_size * args.threads))
     print(f"trainscale: ray.init took {time.monotonic() - t0:.2f} s; cluster resources {ray.cluster_resources()}",
           flush=True)
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) < spec.nodes:
+        message = (f"the Ray cluster at {spec.launch.ray_address} has {len(alive)} alive node(s); "
+                   f"--nodes {spec.nodes} needs {spec.nodes}")
+        write_json_atomic(run_dir / schema.FAILURES, {"failures": [controller_failure(message)]})
+        print(f"trainscale: {message}", file=sys.stderr, flush=True)
+        ray.shutdown()
+        return 1
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run_dir": str(run_dir), "threads": args.threads},
         scaling_config=ScalingConfig(num_workers=spec.world_size, use_gpu=spec.backend == "nccl",
-                                     resources_per_worker=resources_per_worker(spec, args.threads)),
+                                     resources_per_worker=resources_per_worker(spec, args.threads),
+                                     placement_strategy=placement_strategy(spec)),
         torch_config=TorchConfig(backend=spec.backend, timeout_s=int(min(spec.timeout_s, 1800))),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir / ".ray"),
                              failure_config=FailureConfig(max_failures=spec.launch.max_restarts)),

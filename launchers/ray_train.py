@@ -7,6 +7,10 @@ the same timeout, progress and failure handling apply. It connects to --ray-addr
 local Ray whose session files live in a private temporary folder that is removed afterwards (with
 any Ray process still using it). On a remote Ray cluster the results folder must be on a file
 system the Ray nodes share.
+
+Several nodes (--nodes N with --ray-address) place the workers across the cluster's nodes: one per
+node exactly with --nproc 1 (Ray's STRICT_SPREAD placement), spread best-effort with more (SPREAD).
+The record says where each rank ran (launch.placement: host -> ranks).
 """
 from __future__ import annotations
 
@@ -75,6 +79,9 @@ class RayLauncher(Launcher):
             raise SpecError("--launcher ray needs Ray Train: pip install 'trainscale[ray]' (with -c constraints.txt)")
         if spec.launch.ray_address:
             check_reachable(spec.launch.ray_address)
+        elif spec.nodes > 1:
+            raise SpecError(f"--launcher ray with --nodes {spec.nodes} needs --ray-address of a Ray cluster with "
+                            f"{spec.nodes} or more nodes (a local Ray is one node)")
 
     def launch(self, spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
         threads = threads_per_rank(spec.threads_per_rank, spec.world_size)
@@ -89,13 +96,36 @@ class RayLauncher(Launcher):
         finally:
             leftovers = _stop_session_processes(session)
             shutil.rmtree(session, ignore_errors=True)
+            where = placement(run_dir)
             shutil.rmtree(run_dir / IDENTITY_DIR, ignore_errors=True)  # read into failures.json already
         result.facts = {**core_facts(threads, spec.world_size),
                         "ray_address": spec.launch.ray_address or "local (started for this run)",
                         "num_workers": spec.world_size, "use_gpu": spec.backend == "nccl",
                         "resources_per_worker": resources_per_worker(spec, threads),
+                        "placement_strategy": placement_strategy(spec), "placement": where,
                         "leftover_ray_processes_stopped": leftovers, "command": cmd}
         return result
+
+
+def placement_strategy(spec: RunSpec) -> str:
+    """Ray's placement of the worker group: one node's worth packed, one worker per node exactly, or spread."""
+    if spec.nodes == 1:
+        return "PACK"
+    return "STRICT_SPREAD" if spec.nproc == 1 else "SPREAD"
+
+
+def placement(run_dir: Path) -> dict[str, list[int]]:
+    """host -> the ranks that ran there, from what each Ray worker wrote when it started."""
+    from trainscale.scaling.results.files import ResultsError, read_json
+
+    hosts: dict[str, list[int]] = {}
+    for p in (run_dir / IDENTITY_DIR).glob("rank*.json"):
+        try:
+            info = read_json(p)
+        except ResultsError:
+            continue
+        hosts.setdefault(str(info.get("host")), []).append(int(info.get("rank", -1)))
+    return {h: sorted(r) for h, r in sorted(hosts.items())}
 
 
 def resources_per_worker(spec: RunSpec, threads: int) -> dict[str, float]:
