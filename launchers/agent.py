@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from trainscale.launchers.base import PARENT_PID_ENV
+from trainscale.launchers.ownership import PARENT_PID_ENV
 from trainscale.launchers.ownership import die_with_parent
 
 

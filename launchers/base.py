@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from trainscale.launchers import ownership
+from trainscale.launchers.ownership import PARENT_PID_ENV
 from trainscale.scaling.provenance import usable_cores
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from trainscale.scaling.spec import RunSpec
 
 ProgressCallback = Callable[[dict], None]
-PARENT_PID_ENV = "TRAINSCALE_PARENT_PID"  # the trainscale process an agent belongs to (ownership.die_with_parent)
 POLL_S = 0.25
 KILL_GRACE_S = 10.0
 

@@ -7,7 +7,9 @@
   seen (parent links, snapshotted while the launch runs: workers sit in sessions of their own, so a
   process group misses them), and every process with an argument inside the run folder (workers,
   agents, a partition's link healer, which a rank starts detached). After the agents are stopped it
-  stops whatever of these is left (``stop_all``).
+  stops whatever of these is left (``stop_all``). A process that belongs to another live trainscale
+  process is left alone: several nodes' trainscale processes share one run folder, and on one
+  machine (a local multi-node Slurm) one node's cleanup must not stop another node's agent.
 - When the trainscale process itself is killed outright (SIGKILL, the OOM killer) nothing of it runs:
   each agent and each rank asks the kernel for a signal when its parent dies (``die_with_parent``),
   so an agent stops its workers and a worker whose agent is gone ends.
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 PR_SET_PDEATHSIG = 1
+PARENT_PID_ENV = "TRAINSCALE_PARENT_PID"  # in an agent's environment (and so its workers'): the trainscale process it belongs to
 
 
 class Stopped(BaseException):
@@ -107,9 +110,20 @@ def descendants(pids: Iterable[int]) -> set[tuple[int, int]]:
     return found
 
 
+def owned_by_another(pid: int) -> bool:
+    """Whether the process carries another live trainscale process as its owner (PARENT_PID_ENV)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    prefix = f"{PARENT_PID_ENV}=".encode()
+    owner = next((item[len(prefix):] for item in env if item.startswith(prefix)), b"")
+    return owner.isdigit() and int(owner) != os.getpid() and start_ticks(int(owner)) is not None
+
+
 def mentioning(folder: Path) -> set[tuple[int, int]]:
     """(pid, start ticks) of the processes with an argument that is the folder or a path inside it
-    (never this process)."""
+    (never this process, nor one that another live trainscale process owns)."""
     name = str(Path(folder).resolve()).encode()
     me, found = os.getpid(), set()
     for proc in Path("/proc").iterdir():
@@ -117,7 +131,7 @@ def mentioning(folder: Path) -> set[tuple[int, int]]:
             continue
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0")
-            if any(a == name or a.startswith(name + b"/") for a in args):
+            if any(a == name or a.startswith(name + b"/") for a in args) and not owned_by_another(int(proc.name)):
                 ticks = start_ticks(int(proc.name))
                 if ticks is not None:
                     found.add((int(proc.name), ticks))

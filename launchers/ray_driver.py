@@ -19,7 +19,7 @@ from pathlib import Path
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json, write_json_atomic
 
-from trainscale.launchers.base import PARENT_PID_ENV
+from trainscale.launchers.ownership import PARENT_PID_ENV
 from trainscale.launchers.ownership import die_with_parent
 from trainscale.launchers.ray_train import IDENTITY_DIR
 

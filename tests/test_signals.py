@@ -113,3 +113,33 @@ def test_a_signal_stops_a_comm_sweep_and_its_record_says_so(tmp_path):
             proc.kill()
     summary = read_json(next(out.glob("*-comm-*")) / schema.SUMMARY)
     assert summary["status"] == schema.STATUS_STOPPED and summary["reason"] == "stopped by SIGTERM"
+
+
+def test_the_cleanup_leaves_the_processes_of_another_live_trainscale_process_alone(tmp_path):
+    """Several nodes' trainscale processes share one run folder; on one machine (a local multi-node
+    Slurm) one node's cleanup stopped another node's agent that was still finishing. A process that
+    names the folder is ours to stop unless it carries another live owner (TRAINSCALE_PARENT_PID)."""
+    from trainscale.launchers.ownership import PARENT_PID_ENV
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    other_owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_owner.wait()
+    procs = {}
+    try:
+        for who, owner in (("other", other_owner.pid), ("ours", os.getpid()), ("orphan", gone_owner.pid),
+                           ("unmarked", None)):
+            env = {k: v for k, v in os.environ.items() if k != PARENT_PID_ENV}
+            if owner:
+                env[PARENT_PID_ENV] = str(owner)
+            procs[who] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(folder / who)],
+                                          env=env)
+        time.sleep(1)
+        found = {pid for pid, _ in mentioning(folder)}
+        assert procs["other"].pid not in found
+        assert {procs[w].pid for w in ("ours", "orphan", "unmarked")} <= found
+    finally:
+        for p in [*procs.values(), other_owner]:
+            p.kill()
+            p.wait()
