@@ -18,13 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from trainscale.scaling.results import schema
-COMM_S, COMM_OPS = schema.COMM_COLUMNS
-
-
-def _phase(cols: dict[str, np.ndarray], phase: str) -> dict[str, np.ndarray]:
-    mask = cols["phase"] == phase
-    return {k: v[mask] for k, v in cols.items()}
+from trainscale.analysis.reduction import COMM_OPS, COMM_S, RunReduction, reduce_ranks
 
 
 def _welch_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -37,51 +31,57 @@ def _welch_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def comm_overhead(by_rank: dict[int, dict[str, np.ndarray]]) -> dict | None:
-    """The run's communication figures, or None when it recorded nothing about communication."""
-    ranks = sorted(by_rank)
-    if not ranks:
-        return None
-    meas = {r: _phase(by_rank[r], schema.PHASE_MEASURED) for r in ranks}
-    nosync = {r: _phase(by_rank[r], schema.PHASE_NO_SYNC) for r in ranks}
-    timed = COMM_S in by_rank[ranks[0]]
-    n_nosync = min(nosync[r]["step"].size for r in ranks)
+def comm_overhead(source: dict[int, dict[str, np.ndarray]] | RunReduction) -> dict | None:
+    """The run's communication figures (from per-rank columns, or their reduction), or None when it
+    recorded nothing about communication."""
+    if isinstance(source, dict):
+        if not source:
+            return None
+        try:
+            source = reduce_ranks(source.items())
+        except ValueError:
+            return None
+    red = source
+    ranks = red.ranks
+    timed = red.timed_comm
+    n_nosync = min(c.size for c in red.no_sync_compute)
     if not timed and n_nosync == 0:
         return None
-    step_s = float(np.vstack([meas[r]["step_s"] for r in ranks]).max(axis=0).mean())
-    out: dict = {"world_size": len(ranks), "measured_steps": int(meas[ranks[0]]["step"].size),
+    step_s = float(red.global_step_s.mean())
+    out: dict = {"world_size": len(ranks), "measured_steps": red.measured_steps,
                  "no_sync_steps": int(n_nosync), "step_time_s": step_s,
                  "comm_s": None, "comm_ops_per_step": None, "comm_pct_of_step": None,
                  "compute_s": None, "compute_only_s": None, "exposed_comm_s": None, "exposed_ci_low": None,
                  "exposed_ci_high": None, "exposed_pct_of_step": None, "overlap_pct": None,
                  "slowest_rank": None, "slowest_rank_basis": None}
     per_rank: dict[str, dict] = {str(r): {} for r in ranks}
-    compute = np.vstack([meas[r]["compute_s"] for r in ranks])
+    compute = red.column_means["compute_s"]
     out["compute_s"] = float(compute.mean())
-    for r in ranks:
-        per_rank[str(r)]["compute_s"] = float(meas[r]["compute_s"].mean())
+    for i, r in enumerate(ranks):
+        per_rank[str(r)]["compute_s"] = float(compute[i])
     if timed:
-        comm = {r: float(meas[r][COMM_S].mean()) for r in ranks}
-        out["comm_s"] = float(np.mean(list(comm.values())))
-        out["comm_ops_per_step"] = float(np.mean([meas[r][COMM_OPS].mean() for r in ranks]))
+        comm = red.column_means[COMM_S]
+        out["comm_s"] = float(comm.mean())
+        out["comm_ops_per_step"] = float(red.column_means[COMM_OPS].mean())
         out["comm_pct_of_step"] = 100.0 * out["comm_s"] / step_s
-        for r in ranks:
-            per_rank[str(r)]["comm_s"] = comm[r]
-            per_rank[str(r)]["comm_p95_s"] = float(np.percentile(meas[r][COMM_S], 95))
+        for i, r in enumerate(ranks):
+            per_rank[str(r)]["comm_s"] = float(comm[i])
+            per_rank[str(r)]["comm_p95_s"] = float(red.comm_p95_s[i])
         if len(ranks) > 1:
-            out["slowest_rank"] = min(ranks, key=lambda r: comm[r])
+            out["slowest_rank"] = ranks[int(np.argmin(comm))]
             out["slowest_rank_basis"] = "least time inside gradient collectives (the others wait for it)"
     if n_nosync:
-        synced = compute.mean(axis=0)  # per measured step, mean over ranks
-        only = np.vstack([nosync[r]["compute_s"][:n_nosync] for r in ranks]).mean(axis=0)
+        synced = red.compute_step_sum / len(ranks)  # per measured step, mean over ranks
+        only_by_rank = np.vstack([c[:n_nosync] for c in red.no_sync_compute])
+        only = only_by_rank.mean(axis=0)
         exposed = float(synced.mean() - only.mean())
         lo, hi = _welch_ci(synced, only)
         out.update(compute_only_s=float(only.mean()), exposed_comm_s=exposed, exposed_ci_low=lo, exposed_ci_high=hi,
                    exposed_pct_of_step=100.0 * exposed / step_s)
         if out["comm_s"]:
             out["overlap_pct"] = 100.0 * (1.0 - exposed / out["comm_s"])
-        for r in ranks:
-            only_r = float(nosync[r]["compute_s"][:n_nosync].mean())
+        for i, r in enumerate(ranks):
+            only_r = float(only_by_rank[i].mean())
             per_rank[str(r)]["compute_only_s"] = only_r
             per_rank[str(r)]["exposed_comm_s"] = per_rank[str(r)]["compute_s"] - only_r
         if out["slowest_rank"] is None and len(ranks) > 1:

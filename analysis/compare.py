@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from trainscale.analysis.report import find_runs
-from trainscale.analysis.runs import Run, global_step_times, load_run, run_metrics
+from trainscale.analysis.runs import Run, load_run
 from trainscale.analysis.stats_ab import ABResult, compare_values
 from trainscale.analysis.tta import load_tta
 
@@ -143,7 +143,7 @@ def _values(runs: list[Run], metric: str) -> tuple[list[float | None], list[str]
                 t = load_tta(r.path)
                 values.append(t.tta_s if t.valid else None)
             else:
-                values.append(run_metrics(r.samples())["throughput"]["global_samples_per_s"])
+                values.append(r.metrics()["throughput"]["global_samples_per_s"])
         except (ValueError, OSError, KeyError) as e:
             raise CompareError(f"run {r.path}: no {metric} value: {e}") from None
         names.append(r.path.name)
@@ -206,8 +206,8 @@ def compare_folders(folder_a: Path, folder_b: Path, allow: set[str] | None = Non
             used_metric, unit, higher = METRIC_STEP_TIME, "s", False
             basis = ("measured global step times of one run a side (steps within a run are not independent "
                      "runs: this says nothing about run-to-run variation; use --repeats 3 or more)")
-            va = global_step_times(by_a[wa][0].samples()).tolist()
-            vb = global_step_times(by_b[wb][0].samples()).tolist()
+            va = by_a[wa][0].reduction().global_step_s.tolist()
+            vb = by_b[wb][0].reduction().global_step_s.tolist()
             names_a, names_b = [by_a[wa][0].path.name], [by_b[wb][0].path.name]
         else:
             used_metric = metric

@@ -24,6 +24,7 @@ from trainscale.scaling.results import schema
 from trainscale.analysis.energy import BOUNDARY, window_energy
 from trainscale.scaling.results.files import read_json
 from trainscale.scaling.results.records import GPU_SAMPLE_FIELDS
+from trainscale.scaling.results.sample_files import read_rank_infos
 
 # NVML clock-event (throttle) reasons that mean the GPU ran slower than it could (nvml.h bit values).
 THROTTLE_REASONS = {
@@ -178,21 +179,19 @@ def run_gpu_summary(run_dir: Path, window_samples: float | None, sample_unit: st
 
 
 def _pids(run_dir: Path) -> set[int]:
-    return {int(read_json(p)["pid"]) for p in (Path(run_dir) / schema.RANKS_DIR).glob("rank*.json")
-            if read_json(p).get("pid") is not None}
+    return {int(i["pid"]) for i in read_rank_infos(run_dir).values() if i.get("pid") is not None}
 
 
 def report_rows(runs: list) -> list[dict]:
     """Per ok run (analysis.runs.Run): GPU telemetry, energy, threats and MFU, from its raw files."""
     from trainscale.analysis.strategies import parallel_summary
-    from trainscale.analysis.runs import run_metrics
 
     rows = []
     for r in runs:
         if not r.ok:
             continue
         try:
-            metrics = run_metrics(r.samples())
+            metrics = r.metrics()
         except ValueError:
             continue
         unit = r.summary.get("sample_unit", "samples")

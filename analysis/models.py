@@ -31,7 +31,6 @@ import numpy as np
 from scipy import stats as sps
 
 from trainscale.analysis.collectives import CollectiveModel
-from trainscale.analysis.runs import measured, run_metrics
 from trainscale.analysis.scaling import STRONG, WEAK, karp_flatt
 
 AMDAHL, GUSTAFSON = "amdahl", "gustafson"
@@ -213,13 +212,11 @@ def scaling_data(report) -> ScalingData:
     for row in report.rows:
         points, compute_only, compute_only_se, ops, grads, in_comm = [], [], [], None, None, []
         for run in by_world.get(row.world_size, []):
-            samples = run.samples()
             try:
-                m = run_metrics(samples)
+                m = run.metrics()
             except ValueError:
                 continue
-            longest = max(samples, key=lambda r: m["per_rank_step_time_s"][str(r)]["window_s"])
-            steps = measured(samples[longest])["step_s"]
+            steps = run.reduction().window_rank_step_s
             se = float(np.std(steps, ddof=1) / np.sqrt(steps.size)) if steps.size > 1 else float("nan")
             points.append(RunPoint(run=run.path.name, world_size=row.world_size, time_per_step_s=m["time_per_step_s"],
                                    se_s=se, throughput=m["throughput"]["global_samples_per_s"],

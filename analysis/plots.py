@@ -85,6 +85,50 @@ def per_rank_step_times(groups: dict[str, dict[int, Sequence[float]]], path: Pat
     return _save(fig, path)
 
 
+def _binned(matrix, max_rows: int, max_cols: int, rows_reduce, cols_reduce):
+    """The matrix in at most max_rows x max_cols cells: rows grouped by rows_reduce (max: a slow rank
+    stays visible), then columns by cols_reduce."""
+    import numpy as np
+
+    def fold(m, axis: int, limit: int, reduce):
+        n = m.shape[axis]
+        if n <= limit:
+            return m
+        edges = np.linspace(0, n, limit + 1).astype(int)
+        parts = [reduce(np.take(m, range(a, b), axis=axis), axis=axis) for a, b in zip(edges[:-1], edges[1:])]
+        return np.stack(parts, axis=axis)
+
+    return fold(fold(matrix, 0, max_rows, rows_reduce), 1, max_cols, cols_reduce)
+
+
+def rank_step_heatmap(reduction, path: Path, max_rows: int = 512, max_cols: int = 400) -> Path:
+    """Rank x measured step heatmaps for one run: step time (ms), and each rank's compute time against
+    that step's median over ranks (a straggler is a bright row from the step it began). Above max_rows
+    ranks a row is a block of adjacent ranks (their maximum); above max_cols steps a column is a block
+    of steps (their mean)."""
+    import numpy as np
+
+    panels = [("step time (ms)", reduction.step_matrix, 1e3, "ms")]
+    if reduction.compute_matrix is not None:
+        compute = reduction.compute_matrix
+        median = np.median(compute, axis=0, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            panels.append(("compute time / the step's median over ranks", compute / median, 1.0, "ratio"))
+    ranks, steps = reduction.step_matrix.shape
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
+    for ax, (title, m, scale, unit) in zip(axes[0], panels):
+        cells = _binned(m, max_rows, max_cols, np.max, np.mean).astype(float) * scale
+        lo, hi = np.nanpercentile(cells, [1, 99.9])
+        img = ax.imshow(cells, aspect="auto", interpolation="nearest", cmap="viridis", vmin=lo,
+                        vmax=max(hi, lo + 1e-9), extent=(0, steps, ranks, 0))
+        fig.colorbar(img, ax=ax, label=unit)
+        ax.set_title(title)
+        ax.set_xlabel("measured step")
+        ax.set_ylabel("rank" + (f" (blocks of {ranks / max_rows:.0f}, max)" if ranks > max_rows else ""))
+    fig.suptitle(f"Per rank and step, world {ranks}")
+    return _save(fig, path)
+
+
 def tta_curves(curves: dict[int, list[dict]], target: float | None, path: Path) -> Path:
     """Validation accuracy against seconds since run_start, one line per run, one colour per world
     size; the dashed line is the target, a star the evaluation that reached it."""

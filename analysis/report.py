@@ -17,7 +17,10 @@ from trainscale.analysis.comm_overhead import combine_runs
 from trainscale.scaling.results.files import ResultsError, read_json, write_json_atomic, write_text_atomic
 from trainscale.scaling.results.records import SweepIndex, writer_alive
 from trainscale.analysis.strategies import StrategyRow, comparison_warnings, strategy_rows
-from trainscale.analysis.runs import Run, global_step_times, load_run, measured, run_metrics
+from trainscale.analysis.rank_views import (BOX_PLOT_MAX_RANKS, FULL_TABLE_MAX_RANKS, RankView, nodes_of, rank_view,
+                                            rank_views_markdown, write_rank_csv)
+from trainscale.analysis.reduction import RunReduction
+from trainscale.analysis.runs import Run, load_run
 from trainscale.analysis.scaling import STRONG, WEAK, scaling_points
 from trainscale.analysis.stats import mad_outliers, summarize, t_confidence_interval
 from trainscale.analysis.tta_report import TTASection, build_tta_section, tta_markdown
@@ -70,13 +73,14 @@ class Report:
     sample_unit: str
     rows: list[SizeRow]
     failed: list[dict]
-    per_rank: dict[int, dict[str, dict]]  # world size -> rank -> percentiles (first ok run)
+    rank_views: dict[int, RankView]  # world size -> its first ok run's per-rank view
     warnings: list[str]
     environment: dict
-    rank_step_times: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # for the per-rank plot
+    heatmaps: dict[int, RunReduction] = field(default_factory=dict)  # world size -> the run the heatmap shows
     tta: TTASection | None = None  # time-to-accuracy runs only
     plots: dict[str, Path] = field(default_factory=dict)
     markdown: Path | None = None
+    rank_csv: Path | None = None  # every rank's figures (per_rank.csv)
     strategies: list[StrategyRow] = field(default_factory=list)  # memory, communication, bubble, MFU
     gpu: list[dict] = field(default_factory=list)  # per run: GPU telemetry, energy, threats, MFU (gpu_telemetry)
     sub_reports: dict[str, Path] = field(default_factory=dict)  # strategy -> its own scaling report
@@ -131,25 +135,24 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
     for r in runs:
         groups.setdefault((int(r.config["nodes"]), int(r.config["nproc"])), []).append(r)
 
-    rows, per_rank, rank_step_times, units, no_window = [], {}, {}, set(), []
+    rows, rank_views, heatmaps, units, no_window = [], {}, {}, set(), []
     for (nodes, nproc), members in sorted(groups.items(), key=lambda kv: kv[0][0] * kv[0][1]):
         ok, metrics, step_times = [], [], []
         for r in (r for r in members if r.ok):
-            samples = r.samples()
             try:
-                metrics.append(run_metrics(samples))
+                metrics.append(r.metrics())
             except ValueError:  # a TTA run that reached its target within its warmup steps
                 no_window.append(r.path.name)
                 continue
             ok.append(r)
-            step_times.append(global_step_times(samples))
+            step_times.append(r.reduction().global_step_s)
             units.add(r.summary.get("sample_unit", "samples"))
         if not ok:
             continue
-        first = ok[0].samples()
         world = nodes * nproc
-        per_rank[world] = metrics[0]["per_rank_step_time_s"]
-        rank_step_times[f"world {world}"] = {rk: measured(c)["step_s"] for rk, c in first.items()}
+        first = ok[0].reduction()
+        rank_views[world] = rank_view(first, ok[0].path.name, nodes_of(ok[0].provenance))
+        heatmaps[world] = first
         rows.append(_size_row(nodes, nproc, ok, metrics, step_times, len(members) - len(ok)))
 
     for row, point in zip(rows, scaling_points(mode, [r.world_size for r in rows], [r.time_per_step_s for r in rows],
@@ -167,8 +170,8 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
         warnings += tta.warnings
     report = Report(source=folder, out_dir=Path(out_dir) if out_dir else folder / "report", mode=mode,
                     mode_basis=basis, sample_unit="/".join(sorted(units)) or "samples", rows=rows, failed=failed,
-                    per_rank=per_rank, warnings=warnings, environment=environment,
-                    rank_step_times=rank_step_times, tta=tta, runs=runs)
+                    rank_views=rank_views, warnings=warnings, environment=environment,
+                    heatmaps=heatmaps, tta=tta, runs=runs)
     report.strategies = strategy_rows(runs)
     report.warnings += comparison_warnings(report.strategies)
     report.gpu = gpu_telemetry.report_rows(runs)
@@ -322,14 +325,7 @@ def to_markdown(rep: Report) -> str:
         lines.append(f"| {r.world_size} | {r.step_mean_s * 1e3:.1f} | {r.step_p50_s * 1e3:.1f} | "
                      f"{r.step_p95_s * 1e3:.1f} | {r.step_p99_s * 1e3:.1f} | {b.get('data_s', 0) * 1e3:.1f} | "
                      f"{b.get('compute_s', 0) * 1e3:.1f} | {b.get('optimizer_s', 0) * 1e3:.1f} | {r.outlier_steps} |")
-    lines += ["", "## Step time per rank (measured steps)", "",
-              "| world | rank | mean ms | p50 ms | p95 ms | p99 ms | max ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
-    for world, ranks in rep.per_rank.items():
-        slowest = next(r.slowest_rank for r in rep.rows if r.world_size == world)
-        for rank, s in sorted(ranks.items(), key=lambda kv: int(kv[0])):
-            mark = " (slowest)" if int(rank) == slowest and len(ranks) > 1 else ""
-            lines.append(f"| {world} | {rank}{mark} | {s['mean'] * 1e3:.1f} | {s['p50'] * 1e3:.1f} | "
-                         f"{s['p95'] * 1e3:.1f} | {s['p99'] * 1e3:.1f} | {s['max'] * 1e3:.1f} |")
+    lines += rank_views_markdown(rep.rank_views, rep.rank_csv.name if rep.rank_csv else None)
     lines += _comm_markdown(rep)
     lines += _strategy_table(rep)
     lines += gpu_telemetry.section_markdown(rep.gpu)
@@ -374,11 +370,17 @@ def _comm_markdown(rep: Report) -> list[str]:
                       "overlap): synchronisation also slows compute (on CPU, gloo's threads share the cores with "
                       "compute; DDP copies gradients into and out of its buckets), or the difference is within noise "
                       "(see the CI)."]
+    small = [r for r in rows if r.world_size <= FULL_TABLE_MAX_RANKS]
+    if len(small) < len(rows):
+        lines += ["", f"Per rank at world sizes above {FULL_TABLE_MAX_RANKS}: the comm columns of "
+                      f"{rep.rank_csv.name if rep.rank_csv else 'the per-rank CSV'}."]
+    if not small:
+        return lines
     lines += ["",
               "### Time in collectives per rank (straggler view)", "",
               "| world | rank | in collectives ms | p95 ms | compute ms | compute-only ms | exposed ms |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
+    for r in small:
         for rank, v in sorted(r.comm["per_rank"].items(), key=lambda kv: int(kv[0])):
             mark = " (slowest)" if r.comm["slowest_rank"] is not None and int(rank) == r.comm["slowest_rank"] else ""
             lines.append(f"| {r.world_size} | {rank}{mark} | {_ms(v.get('comm_s'))} | {_ms(v.get('comm_p95_s'))} | "
@@ -455,7 +457,7 @@ def write_report(folder: Path, out_dir: Path | None = None) -> Report:
     for strategy, members in by_strategy.items():
         sub = _write(build(folder, top.out_dir / strategy, members))
         top.sub_reports[strategy] = sub.markdown
-    top.rows, top.per_rank, top.rank_step_times = [], {}, {}
+    top.rows, top.rank_views, top.heatmaps = [], {}, {}
     top.environment["parallel"] = ",".join(by_strategy)
     return _write(top)
 
@@ -482,7 +484,16 @@ def _write(rep: Report) -> Report:
                                                          rep.sample_unit, out / "throughput.png")
         parts = {k: [r.breakdown_s.get(k, 0.0) for r in rows] for k in rows[0].breakdown_s}
         rep.plots["breakdown"] = plots.step_breakdown(world, parts, out / "breakdown.png")
-        rep.plots["per_rank"] = plots.per_rank_step_times(rep.rank_step_times, out / "per_rank_step_times.png")
+        small = {f"world {w}": red for w, red in rep.heatmaps.items() if w <= BOX_PLOT_MAX_RANKS}
+        if small:
+            rep.plots["per_rank"] = plots.per_rank_step_times(
+                {name: {rank: red.step_matrix[i] for i, rank in enumerate(red.ranks)} for name, red in small.items()},
+                out / "per_rank_step_times.png")
+        large = max((w for w in rep.heatmaps if w > BOX_PLOT_MAX_RANKS), default=None)
+        if large is not None:
+            rep.plots["rank_step_heatmap"] = plots.rank_step_heatmap(rep.heatmaps[large], out / "rank_step_heatmap.png")
+        if rep.rank_views:
+            rep.rank_csv = write_rank_csv(rep.rank_views, out / "per_rank.csv")
         comm_rows = [r for r in rows if r.comm]
         if comm_rows:
             rep.plots["comm_overhead"] = plots.comm_overhead(

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from trainscale.scaling.results.collectives import COLLECTIVES
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
 from trainscale.analysis.mfu import mfu
-from trainscale.analysis.runs import load_rank_samples, measured, run_metrics
+from trainscale.analysis.runs import load_rank_samples, measured
+from trainscale.scaling.results.sample_files import read_rank_infos
 
 # Kinds the probe sees in training that are not benchmark ops; the others take the op's bus factor.
 PROBE_ONLY_FACTORS = {"reduce": lambda n: 1.0, "send": lambda n: 1.0, "recv": lambda n: 0.0,
@@ -47,8 +47,7 @@ def wire_bytes(op: dict) -> float:
 
 
 def rank_infos(run_dir: Path) -> dict[int, dict]:
-    return {int(Path(p).stem[4:]): read_json(Path(p))
-            for p in sorted(glob.glob(str(Path(run_dir) / schema.RANKS_DIR / "rank*.json")))}
+    return read_rank_infos(run_dir)
 
 
 def global_losses(run_dir: Path) -> np.ndarray:
@@ -64,9 +63,12 @@ def global_losses(run_dir: Path) -> np.ndarray:
     return np.mean(np.vstack([samples[r]["loss"][training[r]] for r in holders]), axis=0)
 
 
-def _bubble(infos: dict[int, dict], samples: dict[int, dict], config: dict) -> dict | None:
+def _bubble(infos: dict[int, dict], run_dir: Path, config: dict) -> dict | None:
     pp = next(iter(infos.values())).get("parallel", {}).get("pp", 1)
-    if pp < 2 or any("busy_s" not in samples[r] for r in samples):
+    if pp < 2:
+        return None
+    samples = load_rank_samples(run_dir)
+    if any("busy_s" not in samples[r] for r in samples):
         return None
     per_stage: dict[int, list[float]] = {}
     for r, cols in samples.items():
@@ -89,7 +91,6 @@ def parallel_summary(run_dir: Path, metrics: dict, precision: str | None = None)
         return {}
     config = read_json(run_dir / schema.CONFIG)
     precision = precision or str(config.get("precision", "fp32"))
-    samples = load_rank_samples(run_dir)
     first = next(iter(infos.values()))
     per_rank = {}
     for r, info in infos.items():
@@ -129,7 +130,7 @@ def parallel_summary(run_dir: Path, metrics: dict, precision: str | None = None)
         "comm_wire_bytes_per_step_mean": float(np.mean(values("comm_wire_bytes_per_step")))
         if values("comm_wire_bytes_per_step") else None,
         "comm_wire_model": WIRE_MODEL,
-        "pipeline_bubble": _bubble(infos, samples, config),
+        "pipeline_bubble": _bubble(infos, run_dir, config),
         "mfu": mfu(flops, tokens_per_s, world, first.get("device_name", "unknown"), precision),
         "per_rank": per_rank,
     }
@@ -183,7 +184,7 @@ def strategy_rows(runs: list) -> list[StrategyRow]:
     order = list(dict.fromkeys(r.config["parallel"] for r in runs))
     rows = []
     for (parallel, world), members in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        metrics = [run_metrics(r.samples()) for r in members]
+        metrics = [r.metrics() for r in members]
         par = [parallel_summary(r.path, m) for r, m in zip(members, metrics)]
         if not all(par):
             continue

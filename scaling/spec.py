@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainscale.scaling.errors import SpecError
+from trainscale.scaling.results.schema import PACK_CHOICES
 from trainscale.scaling.strategies.mesh import Degrees, MeshConfig, PipelineConfig
 from trainscale.workloads.data import DataConfig
 
@@ -140,6 +141,15 @@ class TelemetryConfig:
 
 
 @dataclass
+class ResultsConfig:
+    """How the run folder keeps its per-rank files (scaling/results/sample_files.py)."""
+    pack: str = "auto"  # per-node files once an ok run ends: auto (from PACK_AUTO_MIN_RANKS ranks), always, never; drills never
+
+    def check(self) -> None:
+        need(self.pack in PACK_CHOICES, f"results.pack must be one of {', '.join(PACK_CHOICES)}, got {self.pack!r}")
+
+
+@dataclass
 class RunSpec:
     workload: str = "resnet50"
     parallel: str = "ddp"
@@ -168,6 +178,7 @@ class RunSpec:
     mesh: MeshConfig = field(default_factory=MeshConfig)  # parallel degrees (--dp/--tp/--pp)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
 
     @property
     def is_tta(self) -> bool:
@@ -236,6 +247,7 @@ class RunSpec:
         self.checkpoint.check(self.is_tta)
         self.comm.check()
         self.telemetry.check()
+        self.results.check()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ saying "started" as a run whose orchestrator died.
 """
 from __future__ import annotations
 
-import glob
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +14,11 @@ from typing import Callable, Protocol
 from trainscale.launchers.ownership import Stopped
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.records import RunSummary, process_identity
-from trainscale.scaling.results.files import read_json, write_json_atomic
+from trainscale.scaling.results.files import write_json_atomic
 from trainscale.analysis.gpu_telemetry import run_gpu_summary
 from trainscale.analysis.strategies import parallel_summary
-from trainscale.analysis.runs import load_rank_samples, run_metrics
+from trainscale.analysis.runs import reduce_run, run_metrics
+from trainscale.scaling.results.sample_files import pack_per_node, read_rank_infos, should_pack
 from trainscale.analysis.tta import run_tta
 
 from trainscale.scaling import provenance
@@ -45,12 +45,22 @@ class RunOutcome:
         return self.summary["status"] == schema.STATUS_OK
 
 
+def _pack(run_dir: Path) -> dict:
+    """Per-node files in place of per-rank ones (sample_files.pack_per_node); a failure leaves the
+    per-rank files, which read the same, and says why."""
+    try:
+        files = pack_per_node(run_dir)
+    except (OSError, ValueError) as e:
+        return {"files": [], "error": f"left the per-rank files: {e}"}
+    return {"files": [str(p.relative_to(run_dir)) for p in files]}
+
+
 def default_run_name(spec: RunSpec) -> str:
     return f"{timestamp()}-{spec.workload}-{spec.parallel}-{spec.nodes}x{spec.nproc}"
 
 
 def rank_infos(run_dir: Path) -> list[dict]:
-    return [read_json(Path(p)) for p in sorted(glob.glob(str(run_dir / schema.RANKS_DIR / "rank*.json")))]
+    return list(read_rank_infos(run_dir).values())
 
 
 def _identity(spec: RunSpec) -> dict:
@@ -76,7 +86,7 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
             s.status, s.reason = schema.STATUS_FAILED, f"event log unusable: {e}"
             return s
     try:
-        s.metrics = run_metrics(load_rank_samples(run_dir))
+        s.metrics = run_metrics(reduce_run(run_dir))
     except (ValueError, OSError) as e:
         if not spec.is_tta:
             s.status, s.reason = schema.STATUS_FAILED, f"samples unusable: {e}"
@@ -160,6 +170,10 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
         prov["step_timing"] = infos[0].get("step_timing")
     if "emulated_cluster" in facts:
         prov["emulated_cluster"] = facts["emulated_cluster"]
+    # Drills keep per-rank files: recovery analysis reads every attempt's rows (samples/attempts/).
+    if summary["status"] == schema.STATUS_OK and spec.fault.kind == "none" and \
+            should_pack(spec.results.pack, spec.world_size):
+        prov["packed"] = _pack(run_dir)
     write_json_atomic(run_dir / schema.PROVENANCE, prov)
     write_json_atomic(run_dir / schema.SUMMARY, summary)
     launcher.after_record(spec, run_dir, summary)

@@ -91,6 +91,11 @@ EVENT_CKPT_FALLBACK = "ts_checkpoint_fallback"  # value: step of a damaged check
 EVENT_CKPT_SAVE = "ts_checkpoint_save"  # value: step; metadata: blocking_s (the loop's wait), async
 EVENT_CKPT_COMPLETE = "ts_checkpoint_complete"  # value: step; metadata: total_s, bytes
 
+# A finished run's per-rank samples and records packed into one file per node (sample_files.py):
+# samples/nodeNNNNN.parquet and ranks/nodeNNNNN.json; results.pack: auto (from this many ranks), always, never.
+PACK_CHOICES = ("auto", "always", "never")
+PACK_AUTO_MIN_RANKS = 64
+
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_STARTED = "started"  # a summary still saying this after the run ended means the orchestrator died
