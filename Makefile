@@ -10,10 +10,10 @@ install:
 	VENV=$(VENV) tools/install.sh
 
 # Test extras: pytest, Ray Train (its tests run a real local Ray), DeepSpeed (ZeRO parity tests) and
-# MLflow (export tests); as root with apt, also the system packages of the launcher tests (Slurm,
+# MLflow and TensorBoard (export tests); as root with apt, also the system packages of the launcher tests (Slurm,
 # munge, iproute2) and Chromium (the HTML report's headless-browser test).
 install-test:
-	VENV=$(VENV) tools/install.sh dev,ray,deepspeed,mlflow
+	VENV=$(VENV) tools/install.sh dev,ray,deepspeed,mlflow,tensorboard
 	tools/system-deps.sh --check
 
 # A weak-scaling ResNet-50 sweep over 1, 2 and 4 gloo processes on this machine's CPU; the
