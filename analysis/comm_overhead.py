@@ -78,12 +78,17 @@ def comm_overhead(source: dict[int, dict[str, np.ndarray]] | RunReduction) -> di
         lo, hi = _welch_ci(synced, only)
         out.update(compute_only_s=float(only.mean()), exposed_comm_s=exposed, exposed_ci_low=lo, exposed_ci_high=hi,
                    exposed_pct_of_step=100.0 * exposed / step_s)
-        if out["comm_s"]:
+        if len(ranks) == 1:  # a one-rank collective moves nothing: the difference is noise, not communication
+            out.update(exposed_comm_s=None, exposed_ci_low=None, exposed_ci_high=None, exposed_pct_of_step=None,
+                       undefined="no communication between ranks, so no exposed time or overlap")
+        elif out["comm_s"] and exposed < 0:
+            out["undefined"] = "overlap not defined: the exposed time is below zero (within noise; see its CI)"
+        elif out["comm_s"]:
             out["overlap_pct"] = 100.0 * (1.0 - exposed / out["comm_s"])
         for i, r in enumerate(ranks):
             only_r = float(only_by_rank[i].mean())
             per_rank[str(r)]["compute_only_s"] = only_r
-            per_rank[str(r)]["exposed_comm_s"] = per_rank[str(r)]["compute_s"] - only_r
+            per_rank[str(r)]["exposed_comm_s"] = per_rank[str(r)]["compute_s"] - only_r if len(ranks) > 1 else None
         if out["slowest_rank"] is None and len(ranks) > 1:
             out["slowest_rank"] = max(ranks, key=lambda r: per_rank[str(r)]["compute_only_s"])
             out["slowest_rank_basis"] = "slowest compute-only (no_sync) steps"
@@ -114,4 +119,8 @@ def combine_runs(runs: list[dict]) -> dict | None:
                    exposed_ci_basis="Welch 95% over steps of 1 run")
     out.update(runs=len(runs), no_sync_steps=runs[0]["no_sync_steps"], per_rank=runs[0]["per_rank"],
                slowest_rank=runs[0]["slowest_rank"], slowest_rank_basis=runs[0]["slowest_rank_basis"])
+    if runs[0].get("world_size") == 1:
+        out.update(exposed_ci_low=None, exposed_ci_high=None)
+    if out["overlap_pct"] is None or out["exposed_comm_s"] is None:  # why a figure is "-" (one run's reason)
+        out["undefined"] = next((r["undefined"] for r in runs if r.get("undefined")), None)
     return out

@@ -22,6 +22,7 @@ import numpy as np
 
 from trainscale.scaling.results import schema
 from trainscale.analysis.energy import BOUNDARY, window_energy
+from trainscale.analysis.mfu import mfu_text
 from trainscale.scaling.results.files import read_json
 from trainscale.scaling.results.records import GPU_SAMPLE_FIELDS
 from trainscale.scaling.results.sample_files import read_rank_infos
@@ -239,8 +240,7 @@ def section_markdown(rows: list[dict]) -> list[str]:
         lines += ["", "| run | world | precision | MFU | basis |", "|---|---:|---|---:|---|"]
         for r in with_mfu:
             m = r["mfu"]
-            value = f"{m['value']:.2%}" if m.get("value") is not None else "unavailable"
-            lines.append(f"| {r['run']} | {r['world_size']} | {r['precision']} | {value} | "
+            lines.append(f"| {r['run']} | {r['world_size']} | {r['precision']} | {mfu_text(m)} | "
                          f"{m.get('basis') or m.get('reason')} |")
     return lines
 

@@ -1,6 +1,7 @@
 """Model FLOPs utilisation: achieved model FLOP/s divided by the device's peak, from a table of known
-devices (docs/method.md). A device not in the table, or a precision the table lacks for it, gives no MFU:
-"unavailable" with the reason, never a guess. CPUs have no entry.
+devices (docs/method.md), and divided by the matmul FLOP/s the run's ranks measured at their start. A
+device not in the table, or a precision the table lacks for it, gives no datasheet MFU: "unavailable"
+with the reason, never a guess. CPUs have no entry: their MFU is against the measured matmul peak.
 
 Peaks are dense (no 2:4 sparsity) throughput from NVIDIA's datasheets, in TFLOP/s, per precision of the
 run (scaling/runtime/precision.py): "fp32" is the non-tensor-core FP32 peak (precision fp32 turns TF32 off),
@@ -48,14 +49,55 @@ def peak_flops(device_name: str, precision: str = "fp32") -> tuple[float | None,
     return None, f"device {device_name!r} is not in the peak-FLOPs table"
 
 
-def mfu(model_flops_per_token: float | None, tokens_per_s: float, devices: int, device_name: str,
-        precision: str = "fp32") -> dict:
-    if not model_flops_per_token:
-        return {"value": None, "reason": "unavailable: the workload declares no model FLOPs per sample"}
-    achieved = model_flops_per_token * tokens_per_s
+MIXED = ("bf16", "fp16")  # autocast: matmuls in the low precision, the rest in fp32
+
+
+def mfu(model_flops_per_sample: float | None, samples_per_s: float, devices: int, device_name: str,
+        precision: str = "fp32", measured_peak_flops_per_s: float | None = None,
+        flops_basis: str = "declared by the workload") -> dict:
+    """MFU against the datasheet peak ("value", None with the reason when the device or precision is not
+    in the table) and against the run's measured matmul peak ("of_measured_peak": the sum over ranks of
+    what each measured, scaling/runtime/flops.py). "flags" lists what makes a figure untrustworthy: over
+    100%, mixed precision; such a figure is shown with its flag (mfu_text), never as a plain number."""
+    if not model_flops_per_sample:
+        return {"value": None, "reason": "unavailable: the run has no model FLOPs per sample (not counted, "
+                                         "none declared)", "flags": []}
+    achieved = model_flops_per_sample * samples_per_s
+    out: dict = {"achieved_flops_per_s": achieved, "model_flops_per_sample": model_flops_per_sample,
+                 "flops_basis": flops_basis, "devices": devices, "precision": precision, "flags": [],
+                 "definition": "model FLOPs per sample x global samples/s / (devices x dense peak FLOP/s); "
+                               "of measured peak: / (the sum of the ranks' measured matmul FLOP/s)"}
     peak, basis = peak_flops(device_name, precision)
     if peak is None:
-        return {"value": None, "reason": f"unavailable: {basis}", "achieved_flops_per_s": achieved}
-    return {"value": achieved / (devices * peak), "achieved_flops_per_s": achieved, "peak_flops_per_device": peak,
-            "basis": basis, "devices": devices, "precision": precision,
-            "definition": "model FLOPs per sample x global samples/s / (devices x dense peak FLOP/s)"}
+        out.update(value=None, reason=f"unavailable: {basis}")
+    else:
+        out.update(value=achieved / (devices * peak), peak_flops_per_device=peak, basis=basis)
+    if measured_peak_flops_per_s:
+        out.update(measured_peak_flops_per_s=measured_peak_flops_per_s,
+                   of_measured_peak=achieved / measured_peak_flops_per_s)
+    for key, against in (("value", "the datasheet peak"), ("of_measured_peak", "the measured matmul peak")):
+        if out.get(key) is not None and out[key] > 1.0:
+            out["flags"].append(f"{out[key]:.0%} of {against} is over 100%: the FLOP count or the peak is wrong")
+    if precision in MIXED:
+        out["flags"].append(f"mixed precision ({precision} autocast): matmuls in {precision}, the rest in fp32, "
+                            f"measured against the {precision} peak")
+    return out
+
+
+def mfu_text(m: dict | None) -> str:
+    """How reports print an MFU: each figure with its basis, a flagged one marked, none plain when flagged."""
+    if not m:
+        return "unavailable"
+    parts = []
+    if m.get("value") is not None:
+        parts.append(f"{m['value']:.2%} of datasheet peak")
+    if m.get("of_measured_peak") is not None:
+        parts.append(f"{m['of_measured_peak']:.2%} of measured matmul peak")
+    if not parts:
+        return m.get("reason") or "unavailable"
+    text = ", ".join(parts)
+    if any("over 100%" in f for f in m.get("flags", [])):
+        return f"flagged: {text} (over 100%: the FLOP count or the peak is wrong)"
+    if m.get("flags"):
+        return f"{text} [flagged: {'; '.join(m['flags'])}]"
+    return text

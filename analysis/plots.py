@@ -20,10 +20,16 @@ def _save(fig, path: Path) -> Path:
 
 
 def efficiency_curve(world: Sequence[int], efficiency: Sequence[float], mode: str, path: Path,
-                     label: str = "measured") -> Path:
+                     label: str = "measured", ci: tuple[Sequence[float], Sequence[float]] | None = None) -> Path:
+    """ci: (low, high) of each efficiency; a side that is missing or unbounded is not drawn."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(world, [1.0] * len(world), "--", color="grey", label="ideal (E = 1)")
-    ax.plot(world, efficiency, "o-", label=label)
+    if ci is not None:
+        err = [[e - lo if lo is not None and math.isfinite(lo) else 0.0 for e, lo in zip(efficiency, ci[0])],
+               [hi - e if hi is not None and math.isfinite(hi) else 0.0 for e, hi in zip(efficiency, ci[1])]]
+        ax.errorbar(world, efficiency, yerr=err, fmt="o-", capsize=4, label=f"{label} (95% CI of the throughput)")
+    else:
+        ax.plot(world, efficiency, "o-", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(world), [str(w) for w in world])
     ax.set_ylim(0, max(1.1, max(efficiency, default=1) * 1.1))
@@ -54,19 +60,26 @@ def throughput_curve(world: Sequence[int], throughput: Sequence[float], ci_low: 
     return _save(fig, path)
 
 
+PART_LABELS = {"data_s": "waiting for data", "compute_s": "forward + backward", "optimizer_s": "optimizer step",
+               "compute_only_s": "forward + backward (no gradient sync)",
+               "exposed_comm_s": "exposed communication"}
+
+
 def step_breakdown(world: Sequence[int], parts: dict[str, Sequence[float]], path: Path) -> Path:
-    """Stacked bars of mean per-step time (ms) split into its parts, per world size."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Stacked bars of mean per-step time (ms) split into its parts (sample column names, labelled in
+    words), per world size."""
+    fig, ax = plt.subplots(figsize=(6, 4.8))
     labels = [str(w) for w in world]
     bottom = [0.0] * len(world)
     for name, values in parts.items():
         ms = [v * 1e3 for v in values]
-        ax.bar(labels, ms, bottom=bottom, label=name)
+        ax.bar(labels, ms, bottom=bottom, label=PART_LABELS.get(name, name),
+               hatch="//" if name == "exposed_comm_s" else None)
         bottom = [b + v for b, v in zip(bottom, ms)]
     ax.set_xlabel("processes (world size)")
     ax.set_ylabel("mean time per step (ms)")
     ax.set_title("Step-time breakdown (mean over ranks)")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small")  # below: bars stay visible
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -102,18 +115,18 @@ def _binned(matrix, max_rows: int, max_cols: int, rows_reduce, cols_reduce):
 
 
 def rank_step_heatmap(reduction, path: Path, max_rows: int = 512, max_cols: int = 400) -> Path:
-    """Rank x measured step heatmaps for one run: step time (ms), and each rank's compute time against
-    that step's median over ranks (a straggler is a bright row from the step it began). Above max_rows
+    """Rank x measured step heatmaps for one run: step time (ms), and each rank's own time (outside
+    gradient collectives; reduction.own_time) against that step's median over ranks (a straggler is a
+    bright row from the step it began). Above max_rows
     ranks a row is a block of adjacent ranks (their maximum); above max_cols steps a column is a block
     of steps (their mean)."""
     import numpy as np
 
     panels = [("step time (ms)", reduction.step_matrix, 1e3, "ms")]
-    if reduction.compute_matrix is not None:
-        compute = reduction.compute_matrix
-        median = np.median(compute, axis=0, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            panels.append(("compute time / the step's median over ranks", compute / median, 1.0, "ratio"))
+    own = reduction.own_matrix
+    median = np.median(own, axis=0, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        panels.append(("own time / the step's median over ranks", own / median, 1.0, "ratio"))
     ranks, steps = reduction.step_matrix.shape
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
     for ax, (title, m, scale, unit) in zip(axes[0], panels):

@@ -1,18 +1,22 @@
 """Per-rank views that scale to thousands of ranks: quantiles across ranks, the slowest ranks and
 nodes named, straggler scores, and every rank's figures as CSV rows (docs/method.md "Stragglers").
 
-Straggler scores, per rank and per window of WINDOW_STEPS measured steps, on the rank's compute time
-(forward + backward + its own part of the step: in a synchronous step every rank's step time is the
-slowest rank's, so step time cannot tell ranks apart; compute time can):
-- relative score = the rank's median compute time in the window / the median over ranks of those
+Straggler scores, per rank and per window of WINDOW_STEPS measured steps, on the rank's own time
+(reduction.own_time: the step outside gradient collectives, else compute time). In a synchronous step
+every rank's step time is the slowest rank's, and the others wait for it inside a collective, so
+neither step time nor (with DDP, whose all-reduce runs inside backward) compute time tells ranks apart;
+own time does:
+- relative score = the rank's median own time in the window / the median over ranks of those
   medians (1.0: a typical rank). Against the median rank, not the fastest: the fastest of thousands
   of ranks is an extreme of the noise, and would make every slightly slow rank look like a straggler;
-- individual score = the rank's median compute time in the window / its own lowest window median
+- individual score = the rank's median own time in the window / its own lowest window median
   (1.0: as fast as the rank ever was).
 A rank straggles when its relative score reaches the threshold (STRAGGLER_THRESHOLD by default) in
-any window; it is named with its worst score and the first measured step of the first such window.
-The slowest ranks and nodes tables rank by mean compute time over the window, relative to the median
-rank (node).
+MIN_WINDOWS consecutive windows (a lasting slowdown, not one noisy window); it is named with its worst
+score and the first measured step of the first such run of windows. The default is set so that 4 ranks
+sharing 2 CPU cores, which see single windows at 1.6 with no fault, name none.
+The slowest ranks and nodes tables rank by mean own time over the measured steps, relative to the
+median rank (node).
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ from trainscale.analysis.reduction import RunReduction
 from trainscale.scaling.results.files import write_text_atomic
 
 WINDOW_STEPS = 10
-STRAGGLER_THRESHOLD = 1.25  # a rank 25% slower than the median rank in some window
+STRAGGLER_THRESHOLD = 1.5  # a rank 50% slower than the median rank ...
+MIN_WINDOWS = 2  # ... in this many consecutive windows
 TOP = 5  # ranks and nodes named in the report
 QUANTILES = (0, 50, 90, 99, 100)
 FULL_TABLE_MAX_RANKS = 16  # above this the report shows quantiles and the slowest ranks, the CSV every rank
@@ -47,9 +52,9 @@ class Straggler:
 class RankView:
     world_size: int
     run: str
-    quantiles: dict[str, list[float]]  # "step_s", "compute_s" -> per-rank means at QUANTILES
-    slowest_ranks: list[dict]  # rank, node, compute_s, step_s, relative
-    slowest_nodes: list[dict]  # node, ranks, compute_s, relative
+    quantiles: dict[str, list[float]]  # "step_s", "own_s" -> per-rank means at QUANTILES
+    slowest_ranks: list[dict]  # rank, node, own_s, step_s, relative
+    slowest_nodes: list[dict]  # node, ranks, own_s, relative
     stragglers: list[Straggler]
     threshold: float
     window_steps: int
@@ -57,8 +62,8 @@ class RankView:
 
 
 def window_scores(red: RunReduction, window: int = WINDOW_STEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(relative, individual, window start steps): ranks x windows scores on compute time."""
-    matrix = red.compute_matrix if red.compute_matrix is not None else red.step_matrix
+    """(relative, individual, window start steps): ranks x windows scores on own time."""
+    matrix = red.own_matrix
     steps = matrix.shape[1]
     window = max(1, min(window, steps))
     starts = np.arange(0, steps, window)
@@ -71,37 +76,47 @@ def window_scores(red: RunReduction, window: int = WINDOW_STEPS) -> tuple[np.nda
     return relative, individual, starts
 
 
+def _first_lasting(over: np.ndarray, length: int) -> int | None:
+    """The first index of `length` consecutive True values (all of them when there are fewer windows)."""
+    length = min(length, over.size)
+    for i in range(over.size - length + 1):
+        if over[i:i + length].all():
+            return i
+    return None
+
+
 def rank_view(red: RunReduction, run: str, nodes: dict[int, str], threshold: float = STRAGGLER_THRESHOLD,
               window: int = WINDOW_STEPS) -> RankView:
     """nodes: rank -> the node (host) it ran on, where known."""
     ranks = red.ranks
     step_mean = red.step_stats[:, 0]
-    compute = red.column_means.get("compute_s", step_mean)
+    own = red.own_matrix.mean(axis=1, dtype=np.float64)
     relative, individual, starts = window_scores(red, window)
     worst = np.nanmax(relative, axis=1) if relative.size else np.ones(len(ranks))
     worst_own = np.nanmax(individual, axis=1) if individual.size else np.ones(len(ranks))
     node_of = [nodes.get(r, "-") for r in ranks]
-    typical = float(np.median(compute))
-    rel_mean = compute / typical if typical > 0 else np.full(len(ranks), np.nan)
+    typical = float(np.median(own))
+    rel_mean = own / typical if typical > 0 else np.full(len(ranks), np.nan)
 
-    order = np.argsort(-compute, kind="stable")
-    slowest = [{"rank": ranks[i], "node": node_of[i], "compute_s": float(compute[i]), "step_s": float(step_mean[i]),
+    order = np.argsort(-own, kind="stable")
+    slowest = [{"rank": ranks[i], "node": node_of[i], "own_s": float(own[i]), "step_s": float(step_mean[i]),
                 "relative": float(rel_mean[i])} for i in order[:TOP]] if len(ranks) > 1 else []
     by_node: dict[str, list[int]] = {}
     for i, n in enumerate(node_of):
         by_node.setdefault(n, []).append(i)
-    node_compute = {n: float(np.mean(compute[idx])) for n, idx in by_node.items()}
-    typical_node = float(np.median(list(node_compute.values())))
-    slow_nodes = [{"node": n, "ranks": len(by_node[n]), "compute_s": c, "relative": c / typical_node if typical_node > 0
-                   else float("nan")} for n, c in sorted(node_compute.items(), key=lambda kv: -kv[1])[:TOP]] \
+    node_own = {n: float(np.mean(own[idx])) for n, idx in by_node.items()}
+    typical_node = float(np.median(list(node_own.values())))
+    slow_nodes = [{"node": n, "ranks": len(by_node[n]), "own_s": c, "relative": c / typical_node if typical_node > 0
+                   else float("nan")} for n, c in sorted(node_own.items(), key=lambda kv: -kv[1])[:TOP]] \
         if len(by_node) > 1 else []
 
     stragglers = []
     if len(ranks) > 1:
         for i in np.flatnonzero(worst >= threshold):
-            first = int(np.flatnonzero(relative[i] >= threshold)[0])
-            stragglers.append(Straggler(rank=ranks[i], node=node_of[i], score=float(worst[i]),
-                                        from_step=int(starts[first]), individual=float(worst_own[i])))
+            first = _first_lasting(relative[i] >= threshold, MIN_WINDOWS)
+            if first is not None:
+                stragglers.append(Straggler(rank=ranks[i], node=node_of[i], score=float(worst[i]),
+                                            from_step=int(starts[first]), individual=float(worst_own[i])))
         stragglers.sort(key=lambda s: -s.score)
 
     straggling = {s.rank: s for s in stragglers}
@@ -119,13 +134,13 @@ def rank_view(red: RunReduction, run: str, nodes: dict[int, str], threshold: flo
             row["comm_p95_ms"] = round(float(red.comm_p95_s[i]) * 1e3, 4)
         if n_no_sync:
             row["compute_only_mean_ms"] = round(float(red.no_sync_compute[i][:n_no_sync].mean()) * 1e3, 4)
-        row.update(relative_compute=round(float(rel_mean[i]), 4), worst_window_relative=round(float(worst[i]), 4),
+        row.update(own_mean_ms=round(float(own[i]) * 1e3, 4), relative_own=round(float(rel_mean[i]), 4), worst_window_relative=round(float(worst[i]), 4),
                    worst_window_individual=round(float(worst_own[i]), 4), straggler=r in straggling,
                    straggling_from_step=straggling[r].from_step if r in straggling else "")
         csv_rows.append(row)
     return RankView(world_size=red.world_size, run=run,
                     quantiles={"step_s": [float(v) for v in np.percentile(step_mean, QUANTILES)],
-                               "compute_s": [float(v) for v in np.percentile(compute, QUANTILES)]},
+                               "own_s": [float(v) for v in np.percentile(own, QUANTILES)]},
                     slowest_ranks=slowest, slowest_nodes=slow_nodes, stragglers=stragglers, threshold=threshold,
                     window_steps=window, csv_rows=csv_rows)
 
@@ -166,7 +181,7 @@ def rank_views_markdown(views: dict[int, RankView], csv_name: str | None) -> lis
     small = {w: v for w, v in views.items() if w <= FULL_TABLE_MAX_RANKS}
     large = {w: v for w, v in views.items() if w > FULL_TABLE_MAX_RANKS}
     if small:
-        lines += ["| world | rank | node | mean ms | p50 ms | p95 ms | p99 ms | max ms | compute ms | relative compute |",
+        lines += ["| world | rank | node | mean ms | p50 ms | p95 ms | p99 ms | max ms | own ms | relative own |",
                   "|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|"]
         for w, v in small.items():
             slowest = v.slowest_ranks[0]["rank"] if v.slowest_ranks else None
@@ -174,26 +189,25 @@ def rank_views_markdown(views: dict[int, RankView], csv_name: str | None) -> lis
                 mark = " (slowest)" if row["rank"] == slowest else ""
                 lines.append(f"| {w} | {row['rank']}{mark} | {row['node']} | {row['step_mean_ms']:.1f} | "
                              f"{row['step_p50_ms']:.1f} | {row['step_p95_ms']:.1f} | {row['step_p99_ms']:.1f} | "
-                             f"{row['step_max_ms']:.1f} | {row.get('compute_mean_ms', float('nan')):.1f} | "
-                             f"{row['relative_compute']:.2f} |")
+                             f"{row['step_max_ms']:.1f} | {row['own_mean_ms']:.1f} | {row['relative_own']:.2f} |")
         lines.append("")
     if large:
         q = " | ".join("min" if p == 0 else "max" if p == 100 else f"p{p}" for p in QUANTILES)
-        lines += ["Across ranks: each rank's mean over the measured steps, ms.", "",
+        lines += ["Across ranks: each rank's mean over the measured steps, ms (own: see below).", "",
                   f"| world | time | {q} |", "|---:|:---|" + "---:|" * len(QUANTILES)]
         for w, v in large.items():
-            for key, label in (("step_s", "step"), ("compute_s", "compute")):
+            for key, label in (("step_s", "step"), ("own_s", "own")):
                 lines.append(f"| {w} | {label} | " + " | ".join(_ms(x) for x in v.quantiles[key]) + " |")
-        lines += ["", "Slowest ranks (by mean compute time; relative = against the median rank):", "",
-                  "| world | rank | node | compute ms | step ms | relative |", "|---:|---:|:---|---:|---:|---:|"]
+        lines += ["", "Slowest ranks (by mean own time; relative = against the median rank):", "",
+                  "| world | rank | node | own ms | step ms | relative |", "|---:|---:|:---|---:|---:|---:|"]
         for w, v in large.items():
-            lines += [f"| {w} | {r['rank']} | {r['node']} | {_ms(r['compute_s'])} | {_ms(r['step_s'])} | "
+            lines += [f"| {w} | {r['rank']} | {r['node']} | {_ms(r['own_s'])} | {_ms(r['step_s'])} | "
                       f"{r['relative']:.2f} |" for r in v.slowest_ranks]
         if any(v.slowest_nodes for v in large.values()):
-            lines += ["", "Slowest nodes (mean compute time of their ranks; relative = against the median node):", "",
-                      "| world | node | ranks | compute ms | relative |", "|---:|:---|---:|---:|---:|"]
+            lines += ["", "Slowest nodes (mean own time of their ranks; relative = against the median node):", "",
+                      "| world | node | ranks | own ms | relative |", "|---:|:---|---:|---:|---:|"]
             for w, v in large.items():
-                lines += [f"| {w} | {n['node']} | {n['ranks']} | {_ms(n['compute_s'])} | {n['relative']:.2f} |"
+                lines += [f"| {w} | {n['node']} | {n['ranks']} | {_ms(n['own_s'])} | {n['relative']:.2f} |"
                           for n in v.slowest_nodes]
         lines.append("")
     lines += _straggler_lines(views)
@@ -204,8 +218,10 @@ def rank_views_markdown(views: dict[int, RankView], csv_name: str | None) -> lis
 
 def _straggler_lines(views: dict[int, RankView]) -> list[str]:
     v0 = next(iter(views.values()))
-    lines = [f"Stragglers: relative score (a rank's median compute time in a window of {v0.window_steps} measured "
-             f"steps against the median rank's) of {v0.threshold:g} or more in some window."]
+    lines = [f"Own time: the step outside collectives where the strategy times them, else compute time (the "
+             f"others wait for a slow rank inside a collective). Stragglers: relative score (a rank's median own time "
+             f"in a window of {v0.window_steps} measured steps against the median rank's) of {v0.threshold:g} or more "
+             f"in {MIN_WINDOWS} consecutive windows (report --straggler-threshold)."]
     for w, v in views.items():
         if w < 2:
             continue

@@ -2,7 +2,7 @@
 
 A 16,384-rank run has 16 million sample rows: they are never held at once. Each rank's rows are
 read (scaling/results/sample_files.py), folded into the per-step maxima and sums, per-rank summaries
-and rank x step matrices of step time and (float32) compute time (the heatmap and the straggler view),
+and rank x step matrices of step time and (float32) each rank's own time (the heatmap and the straggler view),
 and dropped. runs.run_metrics and comm_overhead.comm_overhead compute their figures from the result.
 """
 from __future__ import annotations
@@ -36,6 +36,16 @@ def rank_step_tiles(cols: dict[str, np.ndarray]) -> np.ndarray:
     return tiles
 
 
+def own_time(m: dict[str, np.ndarray]) -> np.ndarray:
+    """Per step, the time a rank spent on its own work: the step outside gradient collectives and buffer
+    broadcasts (step_s - comm_s - buffer_sync_s) where the strategy times them, else its compute time. In a synchronous step the others wait
+    for the slowest rank inside a collective (with DDP inside backward, so inside compute_s too): their
+    own time shrinks by the wait, and the rank they waited for stands out."""
+    if COMM_S in m:
+        return m["step_s"] - m[COMM_S] - np.nan_to_num(m.get(schema.BUFFER_SYNC_COLUMN, 0.0))
+    return m["compute_s"]
+
+
 @dataclass
 class RunReduction:
     """A run's samples reduced; per-rank arrays follow ``ranks`` (ascending)."""
@@ -51,7 +61,7 @@ class RunReduction:
     step_stats: np.ndarray  # per rank: mean, p50, p95, p99, max of its measured step times
     column_means: dict[str, np.ndarray]  # per rank: the mean of each breakdown and comm column
     step_matrix: np.ndarray  # ranks x measured steps: step_s
-    compute_matrix: np.ndarray | None  # float32, ranks x measured steps: compute_s
+    own_matrix: np.ndarray  # float32, ranks x measured steps: the rank's own time (own_time)
     timed_comm: bool  # the strategy timed its gradient collectives (comm_s, comm_ops)
     comm_p95_s: np.ndarray | None  # per rank, p95 of comm_s
     compute_step_sum: np.ndarray | None  # per measured step, compute_s summed over ranks
@@ -72,9 +82,9 @@ def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduc
     """Fold (rank, columns) pairs, in any order, into a RunReduction. ValueError when there are no
     ranks, or the ranks disagree on their measured steps or have none."""
     rows: dict[int, dict] = {}
-    steps = compute_matrix = global_step = samples_sum = compute_sum = warmup = None
+    steps = global_step = samples_sum = compute_sum = warmup = None
     step_rows: list[tuple[int, np.ndarray]] = []
-    compute_rows: list[tuple[int, np.ndarray]] = []
+    own_rows: list[tuple[int, np.ndarray]] = []
     best: tuple[float, int] | None = None
     best_tiles = best_steps = None
     lowest = 0
@@ -96,8 +106,8 @@ def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduc
         if warmup is None or rank < lowest:  # the lowest rank's warmup count, as the ranks agree on steps
             warmup, lowest = int(np.sum(cols["phase"] == schema.PHASE_WARMUP)), rank
         step_rows.append((rank, m["step_s"]))
+        own_rows.append((rank, own_time(m).astype(np.float32)))
         if compute_sum is not None:
-            compute_rows.append((rank, m["compute_s"].astype(np.float32)))
             compute_sum += m["compute_s"]
         tiles = rank_step_tiles(cols)
         window = float(tiles.sum())
@@ -120,8 +130,7 @@ def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduc
     step_rows.clear()
     stats = np.column_stack([step_matrix.mean(axis=1), *np.percentile(step_matrix, [50, 95, 99], axis=1),
                              step_matrix.max(axis=1)])
-    if compute_sum is not None:
-        compute_matrix = np.vstack([v for _, v in sorted(compute_rows, key=lambda rv: order[rv[0]])])
+    own_matrix = np.vstack([v for _, v in sorted(own_rows, key=lambda rv: order[rv[0]])])
     mean_names = rows[ranks[0]]["means"].keys()
     timed = COMM_S in rows[ranks[0]]["means"]
     return RunReduction(
@@ -130,6 +139,6 @@ def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduc
         window_rank=-best[1], window_tiles=best_tiles, window_rank_step_s=best_steps,
         step_stats=stats,
         column_means={c: np.array([rows[r]["means"][c] for r in ranks]) for c in mean_names},
-        step_matrix=step_matrix, compute_matrix=compute_matrix, timed_comm=timed,
+        step_matrix=step_matrix, own_matrix=own_matrix, timed_comm=timed,
         comm_p95_s=np.array([rows[r]["comm_p95"] for r in ranks]) if timed else None,
         compute_step_sum=compute_sum, no_sync_compute=[rows[r]["no_sync"] for r in ranks])

@@ -17,8 +17,8 @@ from trainscale.analysis.comm_overhead import combine_runs
 from trainscale.scaling.results.files import ResultsError, read_json, write_json_atomic, write_text_atomic
 from trainscale.scaling.results.records import SweepIndex, writer_alive
 from trainscale.analysis.strategies import StrategyRow, comparison_warnings, strategy_rows
-from trainscale.analysis.rank_views import (BOX_PLOT_MAX_RANKS, FULL_TABLE_MAX_RANKS, RankView, nodes_of, rank_view,
-                                            rank_views_markdown, write_rank_csv)
+from trainscale.analysis.rank_views import (BOX_PLOT_MAX_RANKS, FULL_TABLE_MAX_RANKS, STRAGGLER_THRESHOLD, RankView,
+                                            nodes_of, rank_view, rank_views_markdown, write_rank_csv)
 from trainscale.analysis.reduction import RunReduction
 from trainscale.analysis.runs import Run, load_run
 from trainscale.analysis.scaling import STRONG, WEAK, scaling_points
@@ -111,8 +111,10 @@ def infer_mode(folder: Path, runs: list[Run]) -> tuple[str, str]:
     return WEAK, "inferred (mixed batches: treat with care)"
 
 
-def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = None) -> Report:
-    """The report of the runs under folder (or of ``paths`` among them)."""
+def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = None,
+          straggler_threshold: float | None = None) -> Report:
+    """The report of the runs under folder (or of ``paths`` among them); straggler_threshold: the
+    relative score that names a straggler (default rank_views.STRAGGLER_THRESHOLD)."""
     folder = Path(folder)
     paths = find_runs(folder) if paths is None else paths
     if not paths:
@@ -151,7 +153,8 @@ def build(folder: Path, out_dir: Path | None = None, paths: list[Path] | None = 
             continue
         world = nodes * nproc
         first = ok[0].reduction()
-        rank_views[world] = rank_view(first, ok[0].path.name, nodes_of(ok[0].provenance))
+        rank_views[world] = rank_view(first, ok[0].path.name, nodes_of(ok[0].provenance),
+                                      threshold=straggler_threshold or STRAGGLER_THRESHOLD)
         heatmaps[world] = first
         rows.append(_size_row(nodes, nproc, ok, metrics, step_times, len(members) - len(ok)))
 
@@ -286,7 +289,8 @@ def _warnings(runs: list[Run], rows: list[SizeRow], env: dict) -> list[str]:
 
 
 def fmt(v: float | None, spec: str = ".3f") -> str:
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+    """A figure, or "-" when there is none: missing, NaN, or an unbounded interval side (inf)."""
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
 
 def to_markdown(rep: Report) -> str:
@@ -312,6 +316,10 @@ def to_markdown(rep: Report) -> str:
                      f"{fmt(r.karp_flatt, '.3f')} |")
     if rep.rows:
         lines += ["", f"CI basis: {rep.rows[0].ci_basis}."]
+        unbounded = [str(r.world_size) for r in rep.rows if not np.isfinite(r.ci_high)]
+        if unbounded:
+            lines += [f"\"-\" as the upper CI bound (world {', '.join(unbounded)}): the time-per-step interval reaches "
+                      "zero (few or noisy steps), so throughput has no finite upper bound."]
         flagged = [f"{name} (world {r.world_size})" for r in rep.rows for name in r.outlier_runs]
         if flagged:
             lines += [f"Outlier runs by the MAD rule (kept in every figure): {', '.join(flagged)}."]
@@ -363,6 +371,9 @@ def _comm_markdown(rep: Report) -> list[str]:
     bases = sorted({r.comm["exposed_ci_basis"] for r in rows} | {r.comm["slowest_rank_basis"] for r in rows
                                                                    if r.comm["slowest_rank_basis"]})
     lines += ["", f"CI and slowest-rank basis: {'; '.join(bases)}."]
+    undefined = [f"world {r.world_size}: {r.comm['undefined']}" for r in rows if r.comm.get("undefined")]
+    if undefined:
+        lines += ["", "\"-\": " + "; ".join(undefined) + "."]
     over = [str(r.world_size) for r in rows if r.comm["comm_s"] and r.comm["exposed_comm_s"] is not None
             and r.comm["exposed_comm_s"] > r.comm["comm_s"]]
     if over:
@@ -403,7 +414,7 @@ def _strategy_table(rep: Report) -> list[str]:
              "| bubble measured | bubble theory | MFU |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        mfu = f"{r.mfu:.2%}" if r.mfu is not None else "unavailable"
+        mfu = r.mfu_text
         lines.append(f"| {r.parallel} | {r.layout} | {r.world_size} | {r.global_batch:g} | {r.throughput:.1f} | "
                      f"{r.per_device:.1f} | {mib(r.peak_memory_bytes)} | {mib(r.optimizer_state_bytes)} | "
                      f"{mib(r.comm_payload_bytes)} | {mib(r.comm_wire_bytes)} | {fmt(r.bubble_measured, '.3f')} | "
@@ -415,8 +426,10 @@ def _strategy_table(rep: Report) -> list[str]:
               "tensors (DeepSpeed: its fp32 partitions). Communication: payloads of every collective of one probe "
               "step (the last warmup step), measured at the dispatcher; wire bytes are a ring-algorithm model on "
               "top of them. Bubble: 1 - stage compute / step time, against (p-1)/(m+p-1)."]
-    if notes:
-        lines += ["", "MFU " + "; ".join(notes) + "."]
+    lines += ["", "MFU: model FLOPs per sample counted with FlopCounterMode (forward and backward) at the run's "
+                  "start; achieved FLOP/s against the datasheet peak of the device (when known) and against the "
+                  "matmul FLOP/s the ranks measured at their start (square torch.mm, summed over ranks)."
+              + (" Datasheet MFU " + "; ".join(notes) + "." if notes else "")]
     return lines
 
 
@@ -442,7 +455,7 @@ def _environment_lines(env: dict) -> list[str]:
             f"torch {v.get('torch')}, python {v.get('python')}", ""]
 
 
-def write_report(folder: Path, out_dir: Path | None = None) -> Report:
+def write_report(folder: Path, out_dir: Path | None = None, straggler_threshold: float | None = None) -> Report:
     """The report of a folder; a sweep comparing strategies gets a comparison report with one scaling
     report per strategy under it."""
     folder = Path(folder)
@@ -452,10 +465,10 @@ def write_report(folder: Path, out_dir: Path | None = None) -> Report:
         if (strategy := _strategy_of(p)) is not None:  # a damaged run is named by build()
             by_strategy.setdefault(strategy, []).append(p)
     if len(by_strategy) <= 1:
-        return _write(build(folder, out_dir, paths))
-    top = build(folder, out_dir, paths)
+        return _write(build(folder, out_dir, paths, straggler_threshold))
+    top = build(folder, out_dir, paths, straggler_threshold)
     for strategy, members in by_strategy.items():
-        sub = _write(build(folder, top.out_dir / strategy, members))
+        sub = _write(build(folder, top.out_dir / strategy, members, straggler_threshold))
         top.sub_reports[strategy] = sub.markdown
     top.rows, top.rank_views, top.heatmaps = [], {}, {}
     top.environment["parallel"] = ",".join(by_strategy)
@@ -471,6 +484,34 @@ def _strategy_of(run_dir: Path) -> str | None:
     return config.get("parallel") if isinstance(config, dict) else None
 
 
+def efficiency_ci(rows: list[SizeRow]) -> tuple[list[float], list[float]]:
+    """Each efficiency's interval from its own throughput CI, the baseline's throughput held fixed: E is
+    proportional to X(N) in both modes (weak: X(N) / (N X(1)); strong: T(1) / (N T(N)) at a fixed global
+    batch), so its bounds are the throughput bounds times E / X(N)."""
+    lows, highs = [], []
+    for r in rows:
+        scale = r.efficiency / r.throughput if r.efficiency is not None and r.throughput > 0 else float("nan")
+        lows.append(r.ci_low * scale)
+        highs.append(r.ci_high * scale)
+    return lows, highs
+
+
+def breakdown_parts(rows: list[SizeRow]) -> dict[str, list[float]]:
+    """The breakdown plot's parts: data, forward + backward, optimizer; where the run measured exposed
+    communication (compute-only steps), forward + backward split into its compute-only part and the
+    exposed communication band."""
+    parts = {k: [r.breakdown_s.get(k, 0.0) for r in rows] for k in rows[0].breakdown_s}
+    exposed = [max(0.0, (r.comm or {}).get("exposed_comm_s") or 0.0) for r in rows]
+    if "compute_s" in parts and any(exposed):
+        compute = parts.pop("compute_s")
+        optimizer = parts.pop("optimizer_s", None)
+        parts["compute_only_s"] = [c - e for c, e in zip(compute, exposed)]
+        parts["exposed_comm_s"] = exposed
+        if optimizer is not None:
+            parts["optimizer_s"] = optimizer
+    return parts
+
+
 def _write(rep: Report) -> Report:
     out = rep.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -478,12 +519,11 @@ def _write(rep: Report) -> Report:
     if rows:
         world = [r.world_size for r in rows]
         rep.plots["efficiency"] = plots.efficiency_curve(world, [r.efficiency for r in rows], rep.mode,
-                                                         out / "efficiency.png")
+                                                         out / "efficiency.png", ci=efficiency_ci(rows))
         rep.plots["throughput"] = plots.throughput_curve(world, [r.throughput for r in rows],
                                                          [r.ci_low for r in rows], [r.ci_high for r in rows],
                                                          rep.sample_unit, out / "throughput.png")
-        parts = {k: [r.breakdown_s.get(k, 0.0) for r in rows] for k in rows[0].breakdown_s}
-        rep.plots["breakdown"] = plots.step_breakdown(world, parts, out / "breakdown.png")
+        rep.plots["breakdown"] = plots.step_breakdown(world, breakdown_parts(rows), out / "breakdown.png")
         small = {f"world {w}": red for w, red in rep.heatmaps.items() if w <= BOX_PLOT_MAX_RANKS}
         if small:
             rep.plots["per_rank"] = plots.per_rank_step_times(

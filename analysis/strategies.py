@@ -22,7 +22,7 @@ from trainscale.scaling.results.collectives import COLLECTIVES
 
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
-from trainscale.analysis.mfu import mfu
+from trainscale.analysis.mfu import mfu, mfu_text
 from trainscale.analysis.runs import load_rank_samples, measured
 from trainscale.scaling.results.sample_files import read_rank_infos
 
@@ -115,7 +115,9 @@ def parallel_summary(run_dir: Path, metrics: dict, precision: str | None = None)
     states = [state_total(v) for v in per_rank.values() if state_total(v) is not None]
     world = len(infos)
     tokens_per_s = metrics["throughput"]["global_samples_per_s"]
-    flops = (first.get("workload_facts") or {}).get("model_flops_per_token")
+    flops, flops_basis = model_flops(first.get("workload_facts") or {})
+    peaks = [(i.get("matmul_peak") or {}).get("flops_per_s") for i in infos.values()]
+    measured_peak = float(sum(peaks)) if peaks and all(peaks) else None
     return {
         "layout": first["parallel"]["label"],
         "degrees": {k: first["parallel"][k] for k in ("dp", "tp", "pp")},
@@ -131,9 +133,24 @@ def parallel_summary(run_dir: Path, metrics: dict, precision: str | None = None)
         if values("comm_wire_bytes_per_step") else None,
         "comm_wire_model": WIRE_MODEL,
         "pipeline_bubble": _bubble(infos, run_dir, config),
-        "mfu": mfu(flops, tokens_per_s, world, first.get("device_name", "unknown"), precision),
+        "flops": {"per_sample": flops, "basis": flops_basis,
+                  "declared_per_sample": (first.get("workload_facts") or {}).get("model_flops_per_token")},
+        "mfu": mfu(flops, tokens_per_s, world, first.get("device_name", "unknown"), precision, measured_peak,
+                   flops_basis),
         "per_rank": per_rank,
     }
+
+
+def model_flops(facts: dict) -> tuple[float | None, str]:
+    """The model FLOPs per sample MFU uses: counted in the run (FlopCounterMode), else the workload's
+    declared analytic figure (older results); and which."""
+    counted = (facts.get("flops") or {}).get("flops_per_sample")
+    if counted:
+        return float(counted), "counted (torch.utils.flop_counter.FlopCounterMode, forward + backward)"
+    declared = facts.get("model_flops_per_token")
+    if declared:
+        return float(declared), "declared by the workload (analytic)"
+    return None, (facts.get("flops") or {}).get("reason") or "none"
 
 
 def _by_kind(ops: list[dict]) -> dict[str, dict]:
@@ -166,13 +183,21 @@ class StrategyRow:
     comm_wire_bytes: float | None  # per step, mean over ranks (ring model)
     bubble_measured: float | None
     bubble_theoretical: float | None
-    mfu: float | None
+    mfu: float | None  # against the datasheet peak (None: device or precision not in the table)
     mfu_note: str | None
+    mfu_of_measured_peak: float | None = None  # against the ranks' measured matmul FLOP/s
+    mfu_text: str = "unavailable"  # as printed: each figure with its basis, flagged ones marked
 
 
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def _mean_mfu(mfus: list[dict]) -> dict:
+    """The runs' MFU figures averaged (flags of the first run, which all runs of a row share)."""
+    return {**mfus[0], "value": _mean([m.get("value") for m in mfus]),
+            "of_measured_peak": _mean([m.get("of_measured_peak") for m in mfus])}
 
 
 def strategy_rows(runs: list) -> list[StrategyRow]:
@@ -204,6 +229,8 @@ def strategy_rows(runs: list) -> list[StrategyRow]:
             bubble_theoretical=bubbles[0]["theoretical"] if bubbles else None,
             mfu=_mean([m.get("value") for m in mfus]),
             mfu_note=None if mfus[0].get("value") is not None else mfus[0].get("reason"),
+            mfu_of_measured_peak=_mean([m.get("of_measured_peak") for m in mfus]),
+            mfu_text=mfu_text(_mean_mfu(mfus)),
         ))
     return rows
 

@@ -20,8 +20,19 @@ def register(sub) -> None:
                                   "--comm results/comm --drills results/drills   # the review report")
     p.add_argument("results", help="a sweep folder, a run folder, a folder of runs, or a trainscale comm folder")
     p.add_argument("--out", help="where to write report.md and the plots (default: RESULTS/report)")
+    p.add_argument("--straggler-threshold", type=straggler_threshold, default=None, metavar="R",
+                   help="name a rank a straggler when its own time is R times the median rank's or more, "
+                        "over 2 consecutive 10-step windows (default: 1.5)")
     add_review_flags(p)
     p.set_defaults(handler=handle)
+
+
+def straggler_threshold(text: str) -> float:
+    """argparse type: a ratio above 1 (a rank as fast as the median one is no straggler)."""
+    value = cli_common.finite_float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"must be more than 1 (a ratio to the median rank), got {text!r}")
+    return value
 
 
 def add_review_flags(p: argparse.ArgumentParser) -> None:
@@ -92,7 +103,8 @@ def handle(args: argparse.Namespace) -> int:
         return _comm_report(Path(args.results), Path(args.out) if args.out else None)
     review = review_inputs(args) if (args.html or args.markdown) else None
     try:
-        report = write_report(Path(args.results), Path(args.out) if args.out else None)
+        report = write_report(Path(args.results), Path(args.out) if args.out else None,
+                              straggler_threshold=args.straggler_threshold)
     except NoRunsError as e:
         raise UsageError(str(e)) from None
     print_report(report, console)

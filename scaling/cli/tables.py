@@ -18,7 +18,7 @@ def print_report(rep: Report, console) -> None:
                 "exposed comm %"):
         t.add_column(col, justify="right")
     for r in rep.rows:
-        t.add_row(str(r.world_size), f"{r.throughput:.1f}", f"{fmt(r.ci_low, '.1f')}-{fmt(r.ci_high, '.1f')}",
+        t.add_row(str(r.world_size), f"{r.throughput:.1f}", f"[{fmt(r.ci_low, '.1f')}, {fmt(r.ci_high, '.1f')}]",
                   fmt(r.speedup, ".2f"), fmt(r.efficiency, ".2f"), f"{r.step_p50_s * 1e3:.1f}",
                   f"{r.step_p99_s * 1e3:.1f}", fmt(r.comm.get("exposed_pct_of_step") if r.comm else None, ".1f"))
     for f in rep.failed:
@@ -36,7 +36,7 @@ def print_report(rep: Report, console) -> None:
             bubble = "-" if r.bubble_measured is None else f"{r.bubble_measured:.2f} ({r.bubble_theoretical:.2f})"
             s.add_row(r.parallel, r.layout, str(r.world_size), f"{r.throughput:.1f}", mib(r.peak_memory_bytes),
                       mib(r.optimizer_state_bytes), mib(r.comm_payload_bytes), bubble,
-                      "unavailable" if r.mfu is None else f"{r.mfu:.2%}")
+                      r.mfu_text)
         console.print(s)
     for w in rep.warnings:
         console.print(styled("warning:", "yellow", f" {w}"))

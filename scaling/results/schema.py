@@ -72,6 +72,9 @@ PHASE_NO_SYNC_WARMUP = "no_sync_warmup"  # the first such step, slower, kept but
 # Appended by strategies that time their gradient collectives: seconds during which at least one
 # gradient collective was in flight in the step, and how many collectives ran.
 COMM_COLUMNS = ("comm_s", "comm_ops")
+# Seconds of the step in DDP's broadcast of module buffers from rank 0 (forward start; not a gradient
+# collective): where rank 0 waits for a slow rank. Written beside COMM_COLUMNS.
+BUFFER_SYNC_COLUMN = "buffer_sync_s"
 
 # trainscale comm
 COMM_CONFIG = "comm_config.json"

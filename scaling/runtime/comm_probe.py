@@ -45,7 +45,7 @@ class CommProbe:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return schema.COMM_COLUMNS if self.timer is not None else ()
+        return (*schema.COMM_COLUMNS, schema.BUFFER_SYNC_COLUMN) if self.timer is not None else ()
 
     def begin_step(self) -> None:
         if self.timer is not None:
@@ -54,8 +54,8 @@ class CommProbe:
     def step_columns(self) -> dict[str, float | int]:
         if self.timer is None:
             return {}
-        comm_s, ops = self.timer.end_step()
-        return {"comm_s": comm_s, "comm_ops": ops}
+        comm_s, ops, buffer_sync_s = self.timer.end_step()
+        return {"comm_s": comm_s, "comm_ops": ops, schema.BUFFER_SYNC_COLUMN: buffer_sync_s}
 
     def run_no_sync_block(self, batches: Iterator, ctx: DistContext, recorder, first_step: int,
                           samples_per_item: int, run_start: float) -> int:

@@ -38,6 +38,7 @@ class CollectiveTimer:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self._intervals: list = []
+        self._buffer_syncs: list = []  # DDP's broadcast of module buffers from rank 0, at forward start
         self._ref = None
 
     def _mark(self):
@@ -49,6 +50,7 @@ class CollectiveTimer:
 
     def begin_step(self) -> None:
         self._intervals = []
+        self._buffer_syncs = []
         self._ref = self._mark() if self.cuda else None
 
     def launched(self):
@@ -60,14 +62,40 @@ class CollectiveTimer:
         on CUDA the callback runs with the collective's stream current, so the event marks its end)."""
         self._intervals.append((token, self._mark()))  # list.append is atomic: callbacks may run on another thread
 
-    def end_step(self) -> tuple[float, int]:
-        """(seconds with a collective in flight, collectives) of the step; call after the step's
-        device synchronize, when every collective of the step has completed."""
-        intervals = self._intervals
+    def buffer_sync_done(self, token) -> None:
+        """DDP's buffer broadcast launched with token has returned (it is not a gradient collective)."""
+        self._buffer_syncs.append((token, self._mark()))
+
+    def _seconds(self, intervals: list) -> list[tuple[float, float]]:
         if self.cuda:
             ref = self._ref
-            intervals = [(ref.elapsed_time(s) / 1e3, ref.elapsed_time(e) / 1e3) for s, e in intervals]
-        return union_length(intervals), len(intervals)
+            return [(ref.elapsed_time(s) / 1e3, ref.elapsed_time(e) / 1e3) for s, e in intervals]
+        return intervals
+
+    def end_step(self) -> tuple[float, int, float]:
+        """(seconds with a gradient collective in flight, gradient collectives, seconds in buffer
+        broadcasts) of the step; call after the step's device synchronize, when every collective of the
+        step has completed."""
+        return (union_length(self._seconds(self._intervals)), len(self._intervals),
+                union_length(self._seconds(self._buffer_syncs)))
+
+
+def time_buffer_syncs(ddp_model, timer: CollectiveTimer) -> bool:
+    """Time DDP's broadcast of module buffers (BatchNorm statistics) from rank 0 at each forward's
+    start: there rank 0 waits for the slowest rank, outside any gradient collective. Wraps DDP's
+    _sync_buffers (a private method, present since torch 1.x); False when this torch has none."""
+    original = getattr(ddp_model, "_sync_buffers", None)
+    if original is None:
+        return False
+
+    def timed(*args, **kwargs):
+        token = timer.launched()
+        out = original(*args, **kwargs)
+        timer.buffer_sync_done(token)
+        return out
+
+    ddp_model._sync_buffers = timed
+    return True
 
 
 def emulated_delay(delay_s: float, device: torch.device) -> Callable[[], None]:

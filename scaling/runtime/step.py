@@ -29,6 +29,7 @@ from trainscale.scaling.runtime.comm_probe import CommProbe
 from trainscale.scaling.runtime.device_data import DeviceBatches
 from trainscale.scaling.runtime.distributed import DistContext
 from trainscale.scaling.runtime.events import EventLog, mlc
+from trainscale.scaling.runtime.flops import count_training_flops, measure_matmul_peak
 from trainscale.scaling.strategies.mesh import Layout
 from trainscale.scaling.runtime.measure import MemoryWatch, StrategyProbe
 from trainscale.scaling.runtime.precision import StepOptions
@@ -48,6 +49,7 @@ class Session:
     memory: MemoryWatch
     options: StepOptions
     telemetry: NodeTelemetry  # marks run_start, window_start, run_stop; a no-op off local rank 0 or GPUs
+    matmul_peak: dict  # this rank's measured matmul FLOP/s (scaling/runtime/flops.py)
 
 
 def set_up(spec: RunSpec, ctx: DistContext, min_train_samples: int) -> Session:
@@ -57,11 +59,14 @@ def set_up(spec: RunSpec, ctx: DistContext, min_train_samples: int) -> Session:
     options.apply_global_flags()
     workload = WORKLOADS.get(spec.workload)
     built = workload.build(spec.model_config(), spec.data, spec.seed, min_train_samples=min_train_samples)
+    if ctx.rank == 0:  # the same on every rank: counted once, recorded with rank 0's facts
+        built.extra["flops"] = count_training_flops(built.model, built.loss_fn, built.train_set, built.samples_per_item)
+    peak = measure_matmul_peak(ctx.device, spec.precision, torch.get_num_threads())
     strategy = STRATEGIES.get(spec.parallel).create()
     strategy.setup(options.prepare_model(built.model), built.loss_fn, spec, ctx)
     strategy.configure_step(options)  # validation refused options the strategy cannot apply
     return Session(built, strategy, strategy.layout_of(ctx.rank, ctx.world_size), memory, options,
-                   NodeTelemetry.start(spec, ctx))
+                   NodeTelemetry.start(spec, ctx), peak)
 
 
 def end_init(events: EventLog, spec: RunSpec, t_main: float) -> float:
@@ -139,6 +144,6 @@ class TimedStep:
         """Per-rank facts for ranks/rankN.json: layout, memory, the probe step's collectives and state."""
         s = self.session
         return {"parallel": {"strategy": self.spec.parallel, **s.layout.to_dict()}, "memory": s.memory.facts(),
-                "workload_facts": s.built.extra, "step_options": s.options.facts(),
+                "workload_facts": s.built.extra, "matmul_peak": s.matmul_peak, "step_options": s.options.facts(),
                 "step_timing": "CUDA events, read after each step's end synchronisation" if self.clock.cuda
                 else "host monotonic clock", **self.strategy_probe.facts()}

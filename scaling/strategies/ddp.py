@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
-from trainscale.scaling.runtime.comm_timing import CollectiveTimer, timed_allreduce_hook
+from trainscale.scaling.runtime.comm_timing import CollectiveTimer, time_buffer_syncs, timed_allreduce_hook
 from trainscale.scaling.strategies.base import WholeModelStep, make_optimizer
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ class DDPStrategy(WholeModelStep):
         if self.comm_timer is not None or spec.comm.delay_ms > 0:
             self.model.register_comm_hook(None, timed_allreduce_hook(self.comm_timer, spec.comm.delay_ms / 1e3,
                                                                      ctx.device))
+        if self.comm_timer is not None:
+            time_buffer_syncs(self.model, self.comm_timer)
 
     def no_grad_sync(self) -> contextlib.AbstractContextManager:
         return self.model.no_sync()
