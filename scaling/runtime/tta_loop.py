@@ -1,6 +1,7 @@
 """The per-rank loop of a time-to-accuracy run (a run with a target_accuracy), by MLPerf's timing rules.
 
 - init (process start, model build, strategy set-up) is timed apart and ends with ``init_stop``;
+  before it, the MLPerf submission keys and ``cache_clear`` (scaling/runtime/mlperf_submission.py);
 - the clock starts at ``run_start``, before the first touch of training or validation data (the data
   loaders are made after it), and never pauses: evaluations, epoch turns and warmup steps are inside;
 - training runs epoch by epoch and evaluates every ``eval.every_epochs`` epochs (or every
@@ -23,6 +24,7 @@ from trainscale.workloads.data import sharded_eval_loader, sharded_loader
 from trainscale.scaling.runtime.distributed import DistContext, device_name
 from trainscale.scaling.runtime.evaluation import global_accuracy
 from trainscale.scaling.runtime.events import EventLog, mlc
+from trainscale.scaling.runtime.mlperf_submission import log_submission
 from trainscale.scaling.runtime.progress_file import ProgressFile
 from trainscale.scaling.runtime.recorder import SampleRecorder
 from trainscale.scaling.spec import RunSpec
@@ -42,6 +44,7 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     if built.eval_set is None:
         raise ValueError(f"workload {spec.workload!r} has no validation set for data.kind {spec.data.kind!r}: "
                          "a time-to-accuracy run needs one")
+    log_submission(events, spec, ctx, built)  # before init_stop, whose compliance rule reads the division
     init_s = end_init(events, spec, t_main)
     events.event(schema.EVENT_TARGET_ACCURACY, spec.target_accuracy)
     events.event(schema.EVENT_EVAL_CADENCE, {"every_steps": spec.eval.every_steps} if spec.eval.every_steps
