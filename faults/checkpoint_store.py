@@ -129,6 +129,50 @@ def verify(path: Path) -> str | None:
     return None
 
 
+def checkpoint_to_resume(path: Path) -> Path:
+    """The checkpoint a run resumes from: `path` itself when it is one (a stepNNNNNNNN folder with its
+    completion marker), else the newest complete checkpoint under it. ValueError saying why neither."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a folder")
+    candidates = [path] if (path / MARKER).is_file() else [p for _, p in complete_checkpoints(path)]
+    if not candidates:
+        raise ValueError(f"{path}: no complete checkpoint (a stepNNNNNNNN folder with a {MARKER} marker)")
+    reason = verify(candidates[0])
+    if reason is not None:
+        raise ValueError(f"{candidates[0]}: damaged checkpoint ({reason})")
+    return candidates[0]
+
+
+def load_any_world(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: Any | None = None) -> dict:
+    """Load a complete checkpoint written at any world size into this run's model and optimizer (DCP
+    reshards: FSDP's DTensor shards are re-cut for this mesh, DDP's replicated tensors load whole on
+    every rank). Every rank reads rank 0's per-rank file for the data position; its own RNG state is
+    restored only at the same world size (a different one cannot continue the same random streams).
+    Returns what was done, for the run's record."""
+    marker = read_json(path / MARKER)
+    saved_world, world, rank = marker.get("world_size"), dist.get_world_size(), dist.get_rank()
+    t0 = time.monotonic()
+    payload = torch.load(path / rank_state_name(0), weights_only=False)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    same_world = saved_world == world
+    if same_world:
+        set_rng_state(torch.load(path / rank_state_name(rank), weights_only=False)["rng"])
+    dist.barrier()
+    return {"path": str(path), "step": int(payload["step"]), "loader": payload.get("loader", {}),
+            "saved_world_size": saved_world, "world_size": world, "resharded": not same_world,
+            "rng": "restored" if same_world else f"this run's seed (saved at world size {saved_world})",
+            "restore_s": time.monotonic() - t0}
+
+
 def corrupt_newest(root: Path) -> dict:
     """Fault injection: truncate the largest file of the newest complete checkpoint to half its size
     (the marker stays, as after a torn write). Returns what was done."""

@@ -88,5 +88,5 @@ def check_capabilities(spec: RunSpec, strategy: Strategy) -> None:
     if spec.compile and not strategy.whole_model_step:
         raise SpecError(f"compile is not supported with parallel {strategy.name!r} "
                         f"(torch.compile applies to {able('whole_model_step')})")
-    if spec.checkpoint.enabled and not strategy.checkpoints:
+    if (spec.checkpoint.enabled or spec.checkpoint.resume_from) and not strategy.checkpoints:
         raise SpecError(f"checkpointing supports --parallel {able('checkpoints')}, got {strategy.name!r}")

@@ -72,6 +72,7 @@ class CheckpointConfig:
     dir: str = ""  # "" = RUN_DIR/checkpoints
     keep: int = 2  # complete checkpoints kept (older ones deleted)
     final: bool = True  # also save after the last step (the state a drill compares)
+    resume_from: str = ""  # start from this checkpoint (or the newest under this folder), of any world size
 
     @property
     def enabled(self) -> bool:
@@ -84,6 +85,14 @@ class CheckpointConfig:
         if self.enabled:
             need(not is_tta, "checkpoint.every_steps/every_s: checkpointing runs in throughput runs only "
                              "(use --target-accuracy none)")
+        if self.resume_from:
+            need(not is_tta, "checkpoint.resume_from: resuming runs in throughput runs only (use --target-accuracy none)")
+            from trainscale.faults.checkpoint_store import checkpoint_to_resume
+
+            try:
+                checkpoint_to_resume(Path(self.resume_from))
+            except ValueError as e:
+                raise SpecError(f"checkpoint.resume_from {e}") from None
 
 
 @dataclass

@@ -172,7 +172,8 @@ def test_loader_resumes_at_the_saved_position_without_the_skipped_batches():
     stream = loader.batches()
     full = [next(stream) for _ in range(13)]
     pos = loader.position(7)
-    assert pos == {"step": 7, "epoch": 1, "batch": 2, "batches_per_epoch": 5}
+    assert pos == {"step": 7, "epoch": 1, "batch": 2, "batches_per_epoch": 5, "consumed": 16, "batch_size": 4,
+                   "world_size": 2}
     resumed = loader.batches(pos["epoch"], pos["batch"])
     for (e1, (x1, y1)), (e2, (x2, y2)) in zip(full[7:], [next(resumed) for _ in range(6)]):
         assert e1 == e2 and torch.equal(x1, x2) and torch.equal(y1, y2)

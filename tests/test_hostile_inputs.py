@@ -117,6 +117,8 @@ CASES = [
     case("run", *TINY, "--set", "checkpoint.every_s=nan", needle="'nan'"),
     case("run", *TINY, "--set", "checkpoint.every_steps=-2", needle="-2"),
     case("run", *TINY, "--set", "threads_per_rank=-1", needle="-1"),
+    case("run", *TINY, "--resume-from", "/nonexistent-checkpoint", needle="/nonexistent-checkpoint: not a folder"),
+    case("run", *TINY, "--resume-from", "/tmp", needle="no complete checkpoint"),
     case("run", *TINY, "--set", "fault.detect_timeout_s=nan", needle="'nan'"),
     case("run", "--workload", "digits", "--target-accuracy", "nan", needle="nan"),
     case("run", "--workload", "digits", "--target-accuracy", "2", needle="2"),

@@ -139,30 +139,77 @@ class ImageFolder(Dataset):
 class ShardedLoader:
     loader: DataLoader
     sampler: DistributedSampler
+    # Where this run's stream started: (step, epoch, global samples of that epoch already consumed).
+    # (0, 0, 0) for a fresh run; a run resumed from a checkpoint written at another world size starts
+    # inside an epoch at a sample count that need not be a whole number of this run's global batches.
+    origin: tuple[int, int, int] = (0, 0, 0)
 
-    def batches(self, start_epoch: int = 0, skip_batches: int = 0) -> Iterator[tuple[int, object]]:
+    @property
+    def global_batch(self) -> int:
+        return self.loader.batch_size * self.sampler.num_replicas
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The epoch's global sample order before it is dealt to the ranks: DistributedSampler's own
+        permutation (seed + epoch), of which rank r takes items r, r + W, r + 2W ..."""
+        if not self.sampler.shuffle:
+            return list(range(len(self.loader.dataset)))
+        g = torch.Generator()
+        g.manual_seed(self.sampler.seed + epoch)
+        return torch.randperm(len(self.loader.dataset), generator=g).tolist()
+
+    def remaining(self, epoch: int, consumed: int) -> list[int]:
+        """This rank's items of the epoch after the first `consumed` of its global order: the rest is
+        dealt round-robin over this run's ranks, cut to the same length on each (drop_last). Whatever
+        world size consumed the first part (it took a prefix of the order), no item is seen twice and
+        none of the rest is skipped but the cut tail, as an epoch's end always drops."""
+        rest = self.epoch_order(epoch)[consumed:]
+        world = self.sampler.num_replicas
+        return rest[self.sampler.rank::world][:len(rest) // world]
+
+    def batches(self, start_epoch: int = 0, skip_batches: int = 0, consumed: int | None = None
+                ) -> Iterator[tuple[int, object]]:
         """Endless (epoch, batch) stream; each epoch reshuffles through the sampler. skip_batches:
-        resume inside start_epoch (a restored checkpoint's position) without loading what is skipped."""
+        resume inside start_epoch (a restored checkpoint's position) without loading what is skipped;
+        consumed: resume after that many samples of start_epoch's global order (a checkpoint of another
+        world size)."""
         epoch = start_epoch
+        if consumed is None:
+            consumed = skip_batches * self.global_batch
         while True:
             self.sampler.set_epoch(epoch)
             dataset = self.loader.dataset
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
             loader = self.loader
-            if skip_batches:
-                rest = list(self.sampler)[skip_batches * self.loader.batch_size:]
-                loader = DataLoader(dataset, batch_size=self.loader.batch_size, sampler=rest,
+            if consumed:
+                loader = DataLoader(dataset, batch_size=self.loader.batch_size, sampler=self.remaining(epoch, consumed),
                                     num_workers=self.loader.num_workers, drop_last=self.loader.drop_last)
-                skip_batches = 0
+                consumed = 0
             for batch in loader:
                 yield epoch, batch
             epoch += 1
 
+    def resume(self, step: int, epoch: int, consumed: int) -> Iterator[tuple[int, object]]:
+        """The stream of a run that starts at `step`, after `consumed` samples of `epoch`'s global order
+        (a checkpoint written at another world size); position() counts from there."""
+        self.origin = (step, epoch, consumed)
+        return self.batches(epoch, consumed=consumed)
+
     def position(self, step: int) -> dict[str, int]:
-        """Where the stream is after `step` batches (the next batch's epoch and index in it)."""
+        """Where the stream is after `step` batches (the next batch's epoch, its index in the epoch
+        on this rank, and the global samples of the epoch consumed so far)."""
         per_epoch = len(self.loader)
-        return {"step": step, "epoch": step // per_epoch, "batch": step % per_epoch, "batches_per_epoch": per_epoch}
+        b = self.loader.batch_size
+        start, epoch0, consumed0 = self.origin
+        done = step - start
+        first = len(self.remaining(epoch0, consumed0)) // b if consumed0 else per_epoch  # batches left in epoch0
+        if done < first:
+            epoch, consumed = epoch0, consumed0 + done * self.global_batch
+        else:
+            epoch, consumed = epoch0 + 1 + (done - first) // per_epoch, (done - first) % per_epoch * self.global_batch
+        batch = consumed // self.global_batch  # this rank's batches of the epoch so far, at this world size
+        return {"step": step, "epoch": epoch, "batch": batch, "batches_per_epoch": per_epoch, "consumed": consumed,
+                "batch_size": b, "world_size": self.sampler.num_replicas}
 
 
 def sharded_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, seed: int,

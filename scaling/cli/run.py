@@ -19,6 +19,10 @@ def register(sub) -> None:
         description="run one benchmark (one world size)\n\n" + cli_common.MODES_HELP)
     cli_common.add_spec_flags(p)
     cli_common.add_launch_flags(p)
+    p.add_argument("--resume-from", dest="resume_from", metavar="CHECKPOINT",
+                   help="start from a checkpoint (a stepNNNNNNNN folder, or a checkpoints folder: its newest) "
+                        "written at any world size: DCP reshards the state, the data goes on after the samples "
+                        "the saving run consumed (ddp, fsdp)")
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="torchrun: print the command to run on each node, and run nothing")
     p.set_defaults(handler=handle)
@@ -30,7 +34,12 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.dry_run and args.node_rank is None:
         args.node_rank = 0  # the dry run prints every node's command; any rank resolves the spec
-    spec = resolve(args.config, cli_common.spec_flags(args), args.sets)
+    sets = list(args.sets or [])
+    if args.resume_from:
+        from pathlib import Path
+
+        sets.append(f"checkpoint.resume_from={Path(args.resume_from).resolve()}")
+    spec = resolve(args.config, cli_common.spec_flags(args), sets)
     cli_common.writable_folder(spec.out, "--out")
     if args.dry_run:
         if spec.launcher != "torchrun":

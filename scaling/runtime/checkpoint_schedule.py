@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from trainscale.scaling.results import schema
-from trainscale.faults.checkpoint_store import Checkpointer, SaveRecord
+from trainscale.faults.checkpoint_store import Checkpointer, SaveRecord, checkpoint_to_resume, load_any_world
 
 from trainscale.scaling.runtime.events import EventLog
 from trainscale.scaling.runtime.recorder import SampleRecorder
@@ -27,6 +27,26 @@ EVENT_RESTORE = schema.EVENT_CKPT_RESTORE
 EVENT_FALLBACK = schema.EVENT_CKPT_FALLBACK
 EVENT_SAVE = schema.EVENT_CKPT_SAVE
 EVENT_COMPLETE = schema.EVENT_CKPT_COMPLETE
+
+
+def resume_from(spec: RunSpec, strategy, events: EventLog) -> dict:
+    """Start a run from checkpoint.resume_from, written at any world size (faults/checkpoint_store.py:
+    load_any_world), between restore events like a restart's. The result says where the data stream goes
+    on: "epoch" and "consumed", the samples of that epoch's global order the saving run had taken."""
+    events.start(EVENT_RESTORE)
+    path = checkpoint_to_resume(Path(spec.checkpoint.resume_from))
+    done = load_any_world(path, strategy.model, strategy.optimizer, strategy.scheduler)
+    loader = done["loader"]
+    if "consumed" in loader:
+        consumed = int(loader["consumed"])
+    elif done["saved_world_size"] == dist.get_world_size():  # written before positions carried the count
+        consumed = int(loader.get("batch", 0)) * spec.batch_size * dist.get_world_size()
+    else:
+        raise ValueError(f"{path}: its data position has no sample count (an older checkpoint): it can be "
+                         f"resumed at its own world size ({done['saved_world_size']}) only")
+    done.update(epoch=int(loader.get("epoch", 0)), consumed=consumed)
+    events.end(EVENT_RESTORE, done["step"], metadata={k: v for k, v in done.items() if k != "loader"})
+    return done
 
 
 def checkpoint_root(spec: RunSpec, run_dir: Path) -> Path:

@@ -30,7 +30,7 @@ from trainscale.launchers.ownership import die_with_parent
 from trainscale.workloads.data import sharded_loader
 
 from trainscale.scaling import provenance
-from trainscale.scaling.runtime.checkpoint_schedule import RunCheckpoints
+from trainscale.scaling.runtime.checkpoint_schedule import RunCheckpoints, resume_from
 from trainscale.scaling.runtime.distributed import DistContext, device_name, init_from_env, shutdown
 from trainscale.scaling.runtime.events import EventLog, mlc
 from trainscale.scaling.runtime.progress_file import ProgressFile
@@ -58,6 +58,10 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
                             workers=spec.data.loader_workers, pin_memory=ctx.device.type == "cuda")
     saver = RunCheckpoints(spec, session.strategy, run_dir, events) if spec.checkpoint.enabled else None
     start_step = saver.restore() if saver else 0
+    resumed = None
+    if start_step == 0 and spec.checkpoint.resume_from:  # the run's own checkpoints (a restart) come first
+        resumed = resume_from(spec, session.strategy, events)
+        start_step = resumed["step"]
     init_s = end_init(events, spec, t_main)
     events.event(mlc.MAX_STEPS, spec.steps)
 
@@ -67,8 +71,11 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     recorder = SampleRecorder(run_dir, ctx.rank, step_fn.columns)
     progress = ProgressFile(run_dir, ctx.is_main, spec.steps)
     session.memory.loop_starts()
-    position = loader.position(start_step)
-    stream = loader.batches(position["epoch"], position["batch"])
+    if resumed is not None:
+        stream = loader.resume(start_step, resumed["epoch"], resumed["consumed"])
+    else:
+        position = loader.position(start_step)
+        stream = loader.batches(position["epoch"], position["batch"])
     batches = (batch for _epoch, batch in stream)
     for step in range(start_step, spec.steps):
         if step == spec.warmup:
@@ -91,7 +98,8 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     progress.update(spec.steps, "done", force=True)
     return {"init_s": init_s, "run_s": run_s, "sample_unit": session.built.sample_unit,
             "device_name": device_name(ctx.device), "first_step": start_step,
-            **({"checkpoint": saver.facts()} if saver else {}), **step_fn.facts()}
+            **({"checkpoint": saver.facts()} if saver else {}), **({"resumed": resumed} if resumed else {}),
+            **step_fn.facts()}
 
 
 @record
