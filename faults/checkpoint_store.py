@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from trainscale.scaling.results.files import read_json, write_json_atomic
@@ -58,6 +59,7 @@ class SaveRecord:
     blocking_s: float  # time the training loop was held by this save
     total_s: float | None = None  # until the checkpoint was complete on disk (async: later than blocking_s)
     bytes: int | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # this rank's breakdown (Checkpointer.save)
 
 
 @dataclass
@@ -195,6 +197,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class TimedWriter(FileSystemWriter):
+    """DCP's file writer, timing its phases on this rank: plan (local and, on rank 0, global), write
+    (serialising, writing and fsyncing this rank's files, thread_count files at once) and metadata
+    (rank 0's .metadata file)."""
+
+    def __init__(self, path: Path, thread_count: int) -> None:
+        super().__init__(str(path), thread_count=thread_count, sync_files=True)
+        self.phases = {"plan_s": 0.0, "write_s": 0.0, "metadata_s": 0.0}
+
+    def _timed(self, phase: str, fn, *args):
+        t0 = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self.phases[phase] += time.monotonic() - t0
+
+    def prepare_local_plan(self, plan):
+        return self._timed("plan_s", super().prepare_local_plan, plan)
+
+    def prepare_global_plan(self, plans):
+        return self._timed("plan_s", super().prepare_global_plan, plans)
+
+    def write_data(self, plan, planner):
+        def write():
+            future = super(TimedWriter, self).write_data(plan, planner)
+            future.wait()  # FileSystemWriter writes before it returns; wait() makes that explicit
+            return future
+        return self._timed("write_s", write)
+
+    def finish(self, metadata, results):
+        return self._timed("metadata_s", super().finish, metadata, results)
+
+
+def default_write_threads() -> int:
+    """Files each rank writes at once: up to 4, no more than its share of the node's cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(4, cores // max(1, per_node)))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -203,15 +245,17 @@ class Checkpointer:
     it (the async group is a collective) and calls save/restore/wait at the same steps."""
 
     def __init__(self, root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Any | None = None, async_save: bool = False, keep: int = 2) -> None:
+                 scheduler: Any | None = None, async_save: bool = False, keep: int = 2,
+                 write_threads: int = 0) -> None:
         self.root = Path(root)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.async_save, self.keep = async_save, keep
+        self.write_threads = write_threads or default_write_threads()
         self.rank = dist.get_rank()
         self.root.mkdir(parents=True, exist_ok=True)
         # The background write's collectives run on their own group (async_save needs a CPU backend).
         self._group = dist.new_group(backend="gloo") if async_save else None
-        self._pending: tuple[Future, SaveRecord, float] | None = None
+        self._pending: tuple[Future, SaveRecord, float, TimedWriter] | None = None
         self.saves: list[SaveRecord] = []  # completed saves, in order
 
     # -- state ------------------------------------------------------------------------------
@@ -237,15 +281,21 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         dist.barrier()
         torch.save({"step": step, "rng": rng_state(), "loader": loader or {}}, tmp / rank_state_name(self.rank))
+        t1 = time.monotonic()
         state = self._dcp_state()
-        record = SaveRecord(step, self.root / step_dir_name(step), 0.0)
+        t2 = time.monotonic()
+        record = SaveRecord(step, self.root / step_dir_name(step), 0.0,
+                            phases={"prepare_s": t1 - t0, "state_dict_s": t2 - t1})
+        writer = TimedWriter(tmp, self.write_threads)
         if self.async_save:
-            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
+            future = dcp.async_save(state, storage_writer=writer, process_group=self._group)
             record.blocking_s = time.monotonic() - t0
-            self._pending = (future, record, t0)
+            record.phases["staging_s"] = time.monotonic() - t2  # the copies to CPU async_save makes first
+            self._pending = (future, record, t0, writer)
         else:
-            dcp.save(state, checkpoint_id=str(tmp))
-            self._finish(record, tmp, t0)
+            dcp.save(state, storage_writer=writer)
+            record.phases["dcp_save_s"] = time.monotonic() - t2
+            self._finish(record, tmp, t0, writer)
             record.blocking_s = record.total_s or 0.0
         return record
 
@@ -261,15 +311,17 @@ class Checkpointer:
             self._complete_pending()
 
     def _complete_pending(self) -> None:
-        future, record, t0 = self._pending
+        future, record, t0, writer = self._pending
         self._pending = None
         future.result()  # raises if the background write failed
-        self._finish(record, self.root / f".tmp-{step_dir_name(record.step)}", t0)
+        self._finish(record, self.root / f".tmp-{step_dir_name(record.step)}", t0, writer)
 
-    def _finish(self, record: SaveRecord, tmp: Path, t0: float) -> None:
+    def _finish(self, record: SaveRecord, tmp: Path, t0: float, writer: TimedWriter) -> None:
         """Rank 0 makes the checkpoint complete: marker, then the atomic rename. DCP's metadata
         (written after every rank's data) exists by now, and so do the per-rank files (written
         before each rank entered the save's collectives)."""
+        record.phases.update(writer.phases)
+        t_finish = time.monotonic()
         if self.rank == 0:
             sizes = file_sizes(tmp)
             write_json_atomic(tmp / MARKER, {"step": record.step, "files": sizes, "world_size": dist.get_world_size(),
@@ -281,6 +333,7 @@ class Checkpointer:
             _fsync_dir(self.root)
             record.bytes = sum(sizes.values())
             self._prune()
+        record.phases["complete_s"] = time.monotonic() - t_finish  # marker, fsyncs, rename, pruning
         record.total_s = time.monotonic() - t0
         self.saves.append(record)
 

@@ -73,6 +73,7 @@ class CheckpointConfig:
     keep: int = 2  # complete checkpoints kept (older ones deleted)
     final: bool = True  # also save after the last step (the state a drill compares)
     resume_from: str = ""  # start from this checkpoint (or the newest under this folder), of any world size
+    write_threads: int = 0  # files each rank writes at once; 0: up to 4, within the rank's share of the cores
 
     @property
     def enabled(self) -> bool:
@@ -82,6 +83,7 @@ class CheckpointConfig:
         need(self.every_steps >= 0, f"checkpoint.every_steps must be 0 (off) or more, got {self.every_steps}")
         need(self.every_s >= 0, f"checkpoint.every_s must be 0 (off) or more, got {self.every_s}")
         need(self.keep >= 1, f"checkpoint.keep must be at least 1, got {self.keep}")
+        need(self.write_threads >= 0, f"checkpoint.write_threads must be 0 (auto) or more, got {self.write_threads}")
         if self.enabled:
             need(not is_tta, "checkpoint.every_steps/every_s: checkpointing runs in throughput runs only "
                              "(use --target-accuracy none)")

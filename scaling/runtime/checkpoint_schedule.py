@@ -58,7 +58,8 @@ class RunCheckpoints:
         self.cfg, self.events = spec.checkpoint, events
         self.root = checkpoint_root(spec, run_dir)
         self.ckpt = Checkpointer(self.root, strategy.model, strategy.optimizer, strategy.scheduler,
-                                 async_save=self.cfg.async_save, keep=self.cfg.keep)
+                                 async_save=self.cfg.async_save, keep=self.cfg.keep,
+                                 write_threads=self.cfg.write_threads)
         self._last_save = time.monotonic()
         self._logged = 0
         self.restored: dict | None = None
@@ -108,11 +109,11 @@ class RunCheckpoints:
     def _log_completed(self) -> None:
         for record in self.ckpt.saves[self._logged:]:
             self.events.event(EVENT_COMPLETE, record.step, metadata={"total_s": record.total_s, "bytes": record.bytes,
-                                                                     "path": str(record.path)})
+                                                                     "path": str(record.path), "phases": record.phases})
         self._logged = len(self.ckpt.saves)
 
     def facts(self) -> dict:
         saves: list[SaveRecord] = self.ckpt.saves
-        return {"root": str(self.root), "restored": self.restored,
-                "saves": [{"step": r.step, "blocking_s": r.blocking_s, "total_s": r.total_s, "bytes": r.bytes}
-                          for r in saves]}
+        return {"root": str(self.root), "restored": self.restored, "write_threads": self.ckpt.write_threads,
+                "saves": [{"step": r.step, "blocking_s": r.blocking_s, "total_s": r.total_s, "bytes": r.bytes,
+                           "phases": r.phases} for r in saves]}
