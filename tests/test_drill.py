@@ -112,7 +112,7 @@ def _check_recovered(summary: dict, fault: str, step: int, resumed: int) -> dict
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp", "tp"])
 def test_kill_rank_recovers_from_checkpoint_with_nothing_lost(cli, tmp_path, reference, parallel):
     run_dir, summary = _drill(cli, tmp_path / "drill", "--parallel", parallel, "--fault", "kill-rank",
                               "--at-step", "7", "--ckpt-every", "4", "--rank", "1")
@@ -180,7 +180,8 @@ def test_slow_rank_is_a_straggler_without_restart(cli, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--fault", "ckpt-corrupt", "--at-step", "5", "--set", "checkpoint.keep=1"], "checkpoint.keep >= 2"),
-    (["--fault", "kill-rank", "--parallel", "tp"], "checkpointing supports --parallel ddp, fsdp, got 'tp'"),
+    (["--fault", "kill-rank", "--parallel", "pp", "--set", "model.tie_embeddings=false"],
+     "checkpointing supports --parallel ddp, fsdp, tp, got 'pp'"),
 ])
 def test_bad_drill_input_is_one_line_exit_2(cli, tmp_path, args, message):
     proc = cli("drill", *RUN, "--out", str(tmp_path), *args, timeout=120)

@@ -49,6 +49,7 @@ class TensorParallelStrategy(WholeModelStep):
     built_on = "parallelize_module over the tp dimension of a DeviceMesh"
     dims = ("dp", "tp")
     workload_split = "tp"
+    checkpoints = True  # DCP saves and loads the DTensor shards (TP, and FSDP2 over dp in 2D)
 
     def validate(self, spec: RunSpec) -> Degrees:
         degrees = super().validate(spec)
