@@ -134,7 +134,8 @@ def rank_view(red: RunReduction, run: str, nodes: dict[int, str], threshold: flo
             row["comm_p95_ms"] = round(float(red.comm_p95_s[i]) * 1e3, 4)
         if n_no_sync:
             row["compute_only_mean_ms"] = round(float(red.no_sync_compute[i][:n_no_sync].mean()) * 1e3, 4)
-        row.update(own_mean_ms=round(float(own[i]) * 1e3, 4), relative_own=round(float(rel_mean[i]), 4), worst_window_relative=round(float(worst[i]), 4),
+        row.update(own_mean_ms=round(float(own[i]) * 1e3, 4), relative_own=round(float(rel_mean[i]), 4),
+                   worst_window_relative=round(float(worst[i]), 4),
                    worst_window_individual=round(float(worst_own[i]), 4), straggler=r in straggling,
                    straggling_from_step=straggling[r].from_step if r in straggling else "")
         csv_rows.append(row)

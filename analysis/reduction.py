@@ -2,8 +2,8 @@
 
 A 16,384-rank run has 16 million sample rows: they are never held at once. Each rank's rows are
 read (scaling/results/sample_files.py), folded into the per-step maxima and sums, per-rank summaries
-and rank x step matrices of step time and (float32) each rank's own time (the heatmap and the straggler view),
-and dropped. runs.run_metrics and comm_overhead.comm_overhead compute their figures from the result.
+and two rank x step matrices, of step time and (float32) of each rank's own time (the heatmap and the
+straggler view), and dropped. runs.run_metrics and comm_overhead.comm_overhead compute their figures from the result.
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ def rank_step_tiles(cols: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def own_time(m: dict[str, np.ndarray]) -> np.ndarray:
-    """Per step, the time a rank spent on its own work: the step outside gradient collectives and buffer
-    broadcasts (step_s - comm_s - buffer_sync_s) where the strategy times them, else its compute time. In a synchronous step the others wait
-    for the slowest rank inside a collective (with DDP inside backward, so inside compute_s too): their
-    own time shrinks by the wait, and the rank they waited for stands out."""
+    """Per step, the time a rank spent on its own work: the step outside gradient collectives and
+    buffer broadcasts (step_s - comm_s - buffer_sync_s) where the strategy times them, else its compute
+    time. In a synchronous step the others wait for the slowest rank inside a collective (with DDP
+    inside backward, so inside compute_s too): their own time shrinks by the wait, and the rank they
+    waited for stands out."""
     if COMM_S in m:
         return m["step_s"] - m[COMM_S] - np.nan_to_num(m.get(schema.BUFFER_SYNC_COLUMN, 0.0))
     return m["compute_s"]
@@ -70,12 +71,6 @@ class RunReduction:
     @property
     def world_size(self) -> int:
         return len(self.ranks)
-
-    def rank_index(self, rank: int) -> int:
-        return self.ranks.index(rank)
-
-
-STAT_NAMES = ("mean", "p50", "p95", "p99", "max")
 
 
 def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduction:
