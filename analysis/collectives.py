@@ -25,7 +25,7 @@ OPS = tuple(COLLECTIVES.names())
 
 
 def bus_factor(op: str, world: int) -> float:
-    """busbw / algbw for an op at world size n (the op's definition; nccl-tests' PERFORMANCE.md)."""
+    """busbw / algbw for an op at world size n (the op's definition, as nccl-tests defines bus bandwidth)."""
     if world < 1:
         raise ValueError(f"world size must be at least 1, got {world}")
     return COLLECTIVES.get(op).bus_factor(world)
