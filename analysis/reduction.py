@@ -53,7 +53,9 @@ class RunReduction:
     ranks: list[int]
     warmup_steps: int
     measured_steps: int
+    step_numbers: np.ndarray | None  # the measured steps' numbers; None when the ranks disagree on them
     global_step_s: np.ndarray  # per measured step, the slowest rank's step time
+    loss_mean: np.ndarray  # per measured step, the mean loss of the ranks that recorded one (NaN: none)
     samples_per_step: np.ndarray  # per measured step, summed over ranks
     window_s: np.ndarray  # per rank: its measured window (sum of its tiles)
     window_rank: int  # the rank with the longest window
@@ -77,7 +79,8 @@ def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduc
     """Fold (rank, columns) pairs, in any order, into a RunReduction. ValueError when there are no
     ranks, or the ranks disagree on their measured steps or have none."""
     rows: dict[int, dict] = {}
-    steps = global_step = samples_sum = compute_sum = warmup = None
+    steps = global_step = samples_sum = compute_sum = warmup = step_numbers = loss_sum = loss_n = None
+    numbers_agree = True
     step_rows: list[tuple[int, np.ndarray]] = []
     own_rows: list[tuple[int, np.ndarray]] = []
     best: tuple[float, int] | None = None
@@ -95,9 +98,14 @@ def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduc
         if global_step is None:
             global_step, samples_sum = m["step_s"].copy(), m["samples"].copy()
             compute_sum = np.zeros(n) if "compute_s" in m else None
+            step_numbers, loss_sum, loss_n = m["step"].astype(np.int64), np.zeros(n), np.zeros(n)
         else:
             np.maximum(global_step, m["step_s"], out=global_step)
             samples_sum += m["samples"]
+            numbers_agree = numbers_agree and np.array_equal(m["step"], step_numbers)
+        has_loss = np.isfinite(m["loss"])
+        loss_sum += np.where(has_loss, m["loss"], 0.0)
+        loss_n += has_loss
         if warmup is None or rank < lowest:  # the lowest rank's warmup count, as the ranks agree on steps
             warmup, lowest = int(np.sum(cols["phase"] == schema.PHASE_WARMUP)), rank
         step_rows.append((rank, m["step_s"]))
@@ -126,10 +134,13 @@ def reduce_ranks(items: Iterable[tuple[int, dict[str, np.ndarray]]]) -> RunReduc
     stats = np.column_stack([step_matrix.mean(axis=1), *np.percentile(step_matrix, [50, 95, 99], axis=1),
                              step_matrix.max(axis=1)])
     own_matrix = np.vstack([v for _, v in sorted(own_rows, key=lambda rv: order[rv[0]])])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss_mean = loss_sum / loss_n
     mean_names = rows[ranks[0]]["means"].keys()
     timed = COMM_S in rows[ranks[0]]["means"]
     return RunReduction(
-        ranks=ranks, warmup_steps=int(warmup), measured_steps=int(steps), global_step_s=global_step,
+        ranks=ranks, warmup_steps=int(warmup), measured_steps=int(steps),
+        step_numbers=step_numbers if numbers_agree else None, global_step_s=global_step, loss_mean=loss_mean,
         samples_per_step=samples_sum, window_s=np.array([rows[r]["window"] for r in ranks]),
         window_rank=-best[1], window_tiles=best_tiles, window_rank_step_s=best_steps,
         step_stats=stats,

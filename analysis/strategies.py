@@ -46,15 +46,11 @@ def wire_bytes(op: dict) -> float:
     return factor * op["payload_bytes"]
 
 
-def rank_infos(run_dir: Path) -> dict[int, dict]:
-    return read_rank_infos(run_dir)
-
-
 def global_losses(run_dir: Path) -> np.ndarray:
     """Per-step loss of the global batch: the mean of the loss of every data-parallel replica (each
     replica's loss is recorded by its loss-holding rank; replicas have equal batches). Training steps
     only: the compute-only no_sync steps after the window update nothing."""
-    infos = rank_infos(run_dir)
+    infos = read_rank_infos(run_dir)
     samples = load_rank_samples(run_dir)
     holders = [r for r, i in infos.items() if i.get("parallel", {}).get("holds_loss", True)]
     if not holders:
@@ -86,7 +82,7 @@ def _bubble(infos: dict[int, dict], run_dir: Path, config: dict) -> dict | None:
 def parallel_summary(run_dir: Path, metrics: dict, precision: str | None = None) -> dict:
     """precision: the peak MFU is taken against; default the run's own (config "precision", fp32 when absent)."""
     run_dir = Path(run_dir)
-    infos = rank_infos(run_dir)
+    infos = read_rank_infos(run_dir)
     if not infos or "parallel" not in next(iter(infos.values())):
         return {}
     config = read_json(run_dir / schema.CONFIG)

@@ -15,15 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from trainscale.analysis.reduction import measured, reduce_ranks
 from trainscale.analysis.runs import Run, load_run
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import ResultsError
-from trainscale.scaling.results.sample_files import Columns, iter_rank_samples, read_rank_infos
+from trainscale.scaling.results.sample_files import read_rank_infos
 
 INSTALL = "pip install -c constraints.txt 'trainscale[tensorboard]'"
 GIB = 2**30  # torchtitan's memory figures are GiB
@@ -82,41 +81,14 @@ def run_name(folder: Path, run_dir: Path) -> str:
 # -- per step ---------------------------------------------------------------------------------------
 
 
-class _StepTap:
-    """Step numbers and per-step loss sums, taken from each rank's columns as they stream past into the
-    reduction, so the samples are read once."""
-
-    def __init__(self) -> None:
-        self.steps: np.ndarray | None = None
-        self.loss_sum: np.ndarray | None = None
-        self.loss_n: np.ndarray | None = None
-
-    def __call__(self, items: Iterable[tuple[int, Columns]]) -> Iterator[tuple[int, Columns]]:
-        for rank, cols in items:
-            self._add(measured(cols))
-            yield rank, cols
-
-    def _add(self, m: Columns) -> None:
-        if self.steps is None:
-            self.steps = m["step"].astype(np.int64)
-            self.loss_sum, self.loss_n = np.zeros(self.steps.size), np.zeros(self.steps.size)
-        elif m["step"].size != self.steps.size:
-            return  # the reduction refuses the run, naming every rank's count
-        elif not np.array_equal(m["step"], self.steps):
-            raise ValueError("ranks disagree on the numbers of their measured steps")
-        has = np.isfinite(m["loss"])
-        self.loss_sum += np.where(has, m["loss"], 0.0)
-        self.loss_n += has
-
-
-def per_step(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(step numbers, mean loss, global step time, throughput) per measured step; ValueError when the
-    ranks disagree on their measured steps, ResultsError when a samples file is damaged."""
-    tap = _StepTap()
-    red = reduce_ranks(tap(iter_rank_samples(run_dir)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        loss = tap.loss_sum / tap.loss_n  # NaN where no rank has a loss
-    return tap.steps, loss, red.global_step_s, red.samples_per_step / red.global_step_s
+def per_step(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(step numbers, mean loss, global step time, throughput) per measured step, from the run's
+    reduction; ValueError when the ranks disagree on their measured steps, ResultsError when a samples
+    file is damaged."""
+    red = run.reduction()
+    if red.step_numbers is None:
+        raise ValueError("ranks disagree on the numbers of their measured steps")
+    return red.step_numbers, red.loss_mean, red.global_step_s, red.samples_per_step / red.global_step_s
 
 
 # -- per run ----------------------------------------------------------------------------------------
@@ -165,7 +137,7 @@ def _measure(memory: dict) -> str:
 
 def run_scalars(run: Run, name: str) -> RunScalars:
     """A loaded run (analysis.runs.Run) as TensorBoard scalars."""
-    steps, loss, step_s, step_x = per_step(run.path)
+    steps, loss, step_s, step_x = per_step(run)
     summary = run.summary if run.summary.get("metrics") else {**run.summary, "metrics": run.metrics()}
     try:
         values = summary_values(summary)

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from trainscale.scaling.results import schema
-from trainscale.analysis.strategies import global_losses, rank_infos
+from trainscale.analysis.strategies import global_losses
+from trainscale.scaling.results.sample_files import read_rank_infos
 from trainscale.analysis.runs import load_rank_samples
 from trainscale.workloads.gpt import GPTConfig
 from trainscale.workloads.gpt_model import GPT
@@ -128,7 +129,7 @@ def check_run(run_dir: Path, name: str, nproc: int, args: list[str], layout: str
     tokens_per_step = np.sum([s["samples"] for s in samples.values()], axis=0)
     assert (tokens_per_step == GLOBAL_BATCH * CFG.seq_len).all()  # each replica's tokens counted once
 
-    infos = rank_infos(run_dir)
+    infos = read_rank_infos(run_dir)
     assert len(infos) == nproc
     for rank, info in infos.items():
         assert info["comm"]["probe_step"] == WARMUP - 1 and info["comm"]["payload_bytes"] > 0, (rank, info["comm"])

@@ -202,7 +202,8 @@ class ShardedLoader:
         b = self.loader.batch_size
         start, epoch0, consumed0 = self.origin
         done = step - start
-        first = len(self.remaining(epoch0, consumed0)) // b if consumed0 else per_epoch  # batches left in epoch0
+        left = (len(self.loader.dataset) - consumed0) // self.sampler.num_replicas  # len(remaining(epoch0, consumed0))
+        first = left // b if consumed0 else per_epoch  # batches left in epoch0
         if done < first:
             epoch, consumed = epoch0, consumed0 + done * self.global_batch
         else:

@@ -160,11 +160,11 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
     ok, reason, failures, facts = result.ok, result.reason, result.failures, result.facts
     summary = summarise(spec, run_dir, ok, reason, time.monotonic() - t0, failures, facts).to_dict()
     prov["launch"] = facts
+    infos = rank_infos(run_dir)
     prov["ranks"] = [{k: i.get(k) for k in ("rank", "node_rank", "local_rank", "hostname", "node_name", "addresses", "pid",
                                               "threads", "device", "cpu_model", "cores", "memory_bytes")}
-                     for i in rank_infos(run_dir)]
+                     for i in infos]
     prov["hostnames"] = sorted({r["hostname"] for r in prov["ranks"] if r.get("hostname")})
-    infos = rank_infos(run_dir)
     if infos and infos[0].get("step_options"):  # precision, TF32, autocast, scaler, channels_last, compile
         prov["step_options"] = infos[0]["step_options"]
         prov["step_timing"] = infos[0].get("step_timing")
