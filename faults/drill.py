@@ -15,6 +15,7 @@ from trainscale.scaling.results.records import DrillRecord
 from trainscale.analysis.recovery import checkpoint_figures, goodput, recovery_timelines, straggler
 from trainscale.analysis.reliability import daly_interval_s, young_interval_s
 from trainscale.faults.kinds import FAULT_KINDS
+from trainscale.faults.trace import TRACE_FILE
 from trainscale.launchers.registry import LAUNCHERS
 from trainscale.scaling.orchestration.runner import RunObserver, RunOutcome, execute
 from trainscale.scaling.spec import RunSpec, SpecError
@@ -29,8 +30,11 @@ def check_engine(spec: RunSpec, engine: str) -> None:
     if not engine:
         raise SpecError(f"drill recovers through a recovery engine: --launcher {', '.join(drilling)} or slurm "
                         f"(Slurm's requeue), got {spec.launcher!r}")
-    kind = FAULT_KINDS.get(spec.fault.kind)
-    if engine not in kind.engines:
+    if spec.fault.trace:  # each of the trace's kinds was checked against the engine with the spec
+        kind = None
+    else:
+        kind = FAULT_KINDS.get(spec.fault.kind)
+    if kind is not None and engine not in kind.engines:
         raise SpecError(f"drill --fault {kind.name} cannot be recovered by the {engine} engine "
                         f"(it can by: {', '.join(kind.engines)})")
     if spec.nodes > 1 and spec.launcher != "local":
@@ -41,7 +45,7 @@ def check_engine(spec: RunSpec, engine: str) -> None:
 def run(spec: RunSpec, engine_label: str, mtbf_s: float, draw: dict | None,
         observer: RunObserver | None = None, run_dir: Path | None = None) -> tuple[RunOutcome, dict]:
     """Run a drill's spec and record it: the run, then the drill's keys merged into its summary."""
-    outcome = execute(spec, run_dir, observer=observer, label=f"drill {spec.fault.kind} {spec.workload} "
+    outcome = execute(spec, run_dir, observer=observer, label=f"drill {'trace' if spec.fault.trace else spec.fault.kind} {spec.workload} "
                                                              f"{spec.parallel} x{spec.nproc}")
     return outcome, record(outcome.run_dir, drill_summary(outcome.run_dir, spec, engine_label, mtbf_s, draw))
 
@@ -52,6 +56,8 @@ def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
     events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
     faults = all_of(events, schema.EVENT_FAULT)
     f = spec.fault
+    if f.trace:
+        return trace_summary(run_dir, spec, engine_label, mtbf_s, events, faults)
     drill = {"fault": f.kind, "engine": engine_label, "launcher": spec.launcher,
              "max_restarts": spec.launch.max_restarts, "rank": f.rank,
              "node": f.node if FAULT_KINDS.get(f.kind).targets_node else None, "nodes": spec.nodes,
@@ -61,19 +67,45 @@ def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
              "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}
     if faults and "corrupted" in faults[0]["metadata"]:
         drill["corrupted"] = faults[0]["metadata"]["corrupted"]
-    checkpoint = checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save) if events else {}
+    out = job_record(run_dir, spec, drill, mtbf_s, bool(events))
+    if FAULT_KINDS.get(f.kind).straggler and faults:
+        out.straggler = {**straggler(run_dir, f.rank, int(faults[0]["metadata"]["step"])), "slow_factor": f.slow_factor}
+    return out
+
+
+def trace_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float, events: list[dict],
+                  fired: list[dict]) -> DrillRecord:
+    """A trace drill's record: the trace, which of its faults fired (and when, in job time), one
+    recovery timeline per attempt a fault ended, goodput over the whole job."""
+    from trainscale.faults.trace import read
+
+    trace = read(Path(spec.fault.trace))
+    by_index: dict[int, dict] = {}
+    for e in fired:
+        by_index.setdefault(int(e["metadata"]["trace_index"]), e)
+    drill = {"fault": "trace", "engine": engine_label, "launcher": spec.launcher, "nodes": spec.nodes,
+             "max_restarts": spec.launch.max_restarts, "detect_timeout_s": spec.fault.detect_timeout_s or None,
+             "trace": {**trace.to_dict(), "file": TRACE_FILE},
+             "faults": [{**tf.to_dict(), "fired": i in by_index,
+                         "fired_at_step": int(by_index[i]["metadata"]["step"]) if i in by_index else None,
+                         "fired_at_job_time_s": by_index[i]["metadata"].get("job_time_s") if i in by_index else None}
+                        for i, tf in enumerate(trace.faults)],
+             "fired": bool(fired), "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}
+    return job_record(run_dir, spec, drill, trace.mtbf_s or mtbf_s, bool(events))
+
+
+def job_record(run_dir: Path, spec: RunSpec, drill: dict, mtbf_s: float, has_events: bool) -> DrillRecord:
+    """The drill's figures of the whole job: recoveries, checkpoint cost, goodput, optimal intervals."""
+    checkpoint = checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save) if has_events else {}
     try:
         good = goodput(run_dir)
     except (ValueError, OSError) as e:
         good = {"ettr": None, "badput_s": {}, "note": str(e)}
     save_s = checkpoint.get("save_s_mean")
-    out = DrillRecord(drill=drill, recovery=recovery_timelines(run_dir) if events else [], checkpoint=checkpoint,
-                      goodput=good, intervals={"mtbf_s": mtbf_s, "save_s": save_s,
-                                               "young_s": young_interval_s(save_s, mtbf_s) if save_s else None,
-                                               "daly_s": daly_interval_s(save_s, mtbf_s) if save_s else None})
-    if FAULT_KINDS.get(f.kind).straggler and faults:
-        out.straggler = {**straggler(run_dir, f.rank, int(faults[0]["metadata"]["step"])), "slow_factor": f.slow_factor}
-    return out
+    return DrillRecord(drill=drill, recovery=recovery_timelines(run_dir) if has_events else [], checkpoint=checkpoint,
+                       goodput=good, intervals={"mtbf_s": mtbf_s, "save_s": save_s,
+                                                "young_s": young_interval_s(save_s, mtbf_s) if save_s else None,
+                                                "daly_s": daly_interval_s(save_s, mtbf_s) if save_s else None})
 
 
 def record(run_dir: Path, drill: DrillRecord) -> dict:
@@ -91,6 +123,8 @@ def fmt_seconds(v: Any, unit: str = " s") -> str:
 
 def report_markdown(s: dict) -> str:
     d = s["drill"]
+    if d["fault"] == "trace":
+        return "\n".join(trace_report_header(s) + report_body(s))
     lines = [f"# Drill: {d['fault']} ({s.get('run_id', '')})", "",
              f"- status: **{s['status']}**" + (f" ({s['reason']})" if s.get("reason") else ""),
              f"- recovery engine: {d['engine']}, max restarts {d['max_restarts']}, restarts taken {d['restarts']}",
@@ -105,6 +139,30 @@ def report_markdown(s: dict) -> str:
     if d.get("corrupted"):
         c = d["corrupted"]
         lines.append(f"- corrupted: `{c['file']}` of `{c['path']}` truncated {c['bytes_before']} -> {c['bytes_after']} bytes")
+    return "\n".join(lines + report_body(s))
+
+
+def trace_report_header(s: dict) -> list[str]:
+    d = s["drill"]
+    t = d["trace"]
+    drawn = (f"drawn from seed {t['seed']}, mean gap {t['mtbf_s']:g} s, mix "
+             + ", ".join(f"{k}={v:g}" for k, v in t["mix"].items()) if t.get("seed") is not None else "given")
+    lines = [f"# Drill: a failure trace of {len(d['faults'])} faults ({s.get('run_id', '')})", "",
+             f"- status: **{s['status']}**" + (f" ({s['reason']})" if s.get("reason") else ""),
+             f"- recovery engine: {d['engine']}, max restarts {d['max_restarts']}, restarts taken {d['restarts']}",
+             f"- trace `{t['file']}` ({drawn}; {t.get('source') or ''})", "",
+             "| # | kind | target | at (job time) | fired at step | fired at |", "|---|---|---|---|---|---|"]
+    for i, f in enumerate(d["faults"]):
+        target = f"node {f['node']}" if "node" in f else f"rank {f['rank']}"
+        lines.append(f"| {i} | {f['kind']} | {target} | {f['at_time_s']:.2f} s | "
+                     + (f"{f['fired_at_step']} | {f['fired_at_job_time_s']:.2f} s |" if f["fired"] else "never fired | |"))
+    if d.get("detect_timeout_s"):
+        lines.append(f"\ncollective timeout (hang and partition detection): {d['detect_timeout_s']} s")
+    return lines
+
+
+def report_body(s: dict) -> list[str]:
+    lines = []
     lines += ["", "## Recovery timeline (docs/method.md \"Recovery time\")", "",
               "| fault step | resumed at | detection | restart | rendezvous | restore | lost work | other | total |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -155,7 +213,7 @@ def report_markdown(s: dict) -> str:
                   f"its compute {fmt_seconds(t['compute_s_before'])} -> {fmt_seconds(t['compute_s_after'])}, global step "
                   f"{fmt_seconds(t['global_step_s_before'])} -> {fmt_seconds(t['global_step_s_after'])}", ""]
     lines += [f"![timeline]({TIMELINE_PNG})", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def timeline_plot(run_dir: Path, drill: dict, path: Path) -> Path:

@@ -29,6 +29,7 @@ class DrillPlan:
     detect_timeout_s: float | None = None  # default: the kind's (10 s for hang and partition)
     partition_s: float = 6.0
     slow_factor: float = 3.0
+    trace: str = ""  # a fault trace file (faults/trace.py): its faults instead of the one fault above
 
     def check(self) -> None:
         if not (math.isfinite(self.mtbf_s) and self.mtbf_s > 0):
@@ -41,6 +42,8 @@ class DrillPlan:
     def settings(self, world_size: int, nodes: int, steps: int) -> tuple[dict[str, Any], dict | None]:
         """The run-spec settings the drill stands for at this world size, and the random draw (if any)."""
         self.check()
+        if self.trace:
+            return self.trace_settings(), None
         kind = FAULT_KINDS.get(self.fault)
         fault: dict[str, Any] = {"kind": kind.name, "rank": world_size - 1 if self.rank is None else self.rank,
                                  "node": max(0, nodes - 1) if self.node is None else self.node,
@@ -63,3 +66,16 @@ class DrillPlan:
         if kind.stops_rank:
             settings["launch"] = {"max_restarts": 1}
         return settings, draw
+
+    def trace_settings(self) -> dict[str, Any]:
+        """A trace's run: every fault that stops a rank may cost a restart; a hang or a partition is
+        found by the collective timeout."""
+        from trainscale.faults.trace import read
+
+        faults = read(self.trace).faults
+        timeout = max((FAULT_KINDS.get(f.kind).detect_timeout_s for f in faults), default=0.0)
+        fault = {"kind": "none", "trace": self.trace, "partition_s": self.partition_s,
+                 "detect_timeout_s": timeout if self.detect_timeout_s is None else self.detect_timeout_s}
+        return {"fault": fault, "comm": {"no_sync_steps": 0}, "launch": {"max_restarts": len(faults)},
+                "checkpoint": {"every_steps": self.ckpt_every, "every_s": self.ckpt_every_s,
+                               "async_save": self.async_ckpt}}

@@ -56,12 +56,34 @@ def validate(spec: RunSpec) -> None:
         spec.check()
         if fault is not None:
             fault.validate(spec)
+        if spec.fault.trace:
+            check_trace(spec, launcher.engine)
         check_capabilities(spec, strategy)
         workload.validate(spec)
         launcher.validate(spec)
         strategy.validate(spec)
     except ValueError as e:  # SpecError, UnknownName, and the components' own ValueErrors
         raise SpecError(str(e)) from None
+
+
+def check_trace(spec: RunSpec, engine: str) -> None:
+    """A fault trace (fault.trace) fits the run: its targets exist, its engine recovers every kind."""
+    from trainscale.faults import trace as fault_trace
+
+    if spec.fault.kind != NO_FAULT:
+        raise SpecError(f"fault.trace replaces fault.kind: give one of them, got fault.kind {spec.fault.kind!r}")
+    if spec.is_tta:
+        raise SpecError("fault.trace runs in throughput runs (a step count), not time-to-accuracy runs")
+    trace = fault_trace.read(Path(spec.fault.trace))
+    trace.fits(spec.world_size, spec.nodes)
+    for f in trace.faults:
+        kind = FAULT_KINDS.get(f.kind)
+        if engine and engine not in kind.engines:
+            raise SpecError(f"fault trace {spec.fault.trace}: a {f.kind} fault cannot be recovered by the {engine} "
+                            f"engine (it can by: {', '.join(kind.engines)})")
+        if kind.detect_timeout_s and not spec.fault.detect_timeout_s:
+            raise SpecError(f"fault trace {spec.fault.trace} has a {f.kind} fault: it is found by the collective "
+                            f"timeout, fault.detect_timeout_s must be set (e.g. {kind.detect_timeout_s:g})")
 
 
 def validate_portable(spec: RunSpec) -> None:

@@ -56,6 +56,7 @@ class FaultConfig:
     at_time_s: float = -1.0  # >= 0: fire at the first step that starts this many seconds after run_start
     detect_timeout_s: float = 0.0  # > 0: collective timeout of the process group (how a hang is detected)
     marker: str = ""  # the fault-fired marker file; "" = RUN_DIR/fault_fired.json (Slurm drills share one per job)
+    trace: str = ""  # a fault trace file (faults/trace.py): its faults fire instead of kind/at_step/at_time_s
 
     def check(self) -> None:
         """The fields every fault has; the kind checks the rest (faults/kinds.py)."""

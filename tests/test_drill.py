@@ -178,7 +178,57 @@ def test_slow_rank_is_a_straggler_without_restart(cli, tmp_path):
     assert summary["checkpoint"]["async"] is True and summary["checkpoint"]["saves"] >= 2
 
 
+@pytest.mark.slow
+def test_fault_trace_fires_in_every_attempt_and_replays_with_nothing_lost(cli, tmp_path, reference):
+    """Three faults drawn from seed 0 (also the run's seed, as the reference's; gaps of 0.03 s on average,
+    far shorter than a restart): the first fires in the first attempt, the others in the attempts that
+    reach their times. The final state equals the uninterrupted run's; --trace replays the same faults."""
+    run_dir, summary = _drill(cli, tmp_path / "drill", "--faults", "3", "--mtbf-s", "0.03", "--seed", "0",
+                              "--fault-mix", "kill-rank=1,exception=1", "--ckpt-every", "4")
+    assert summary["status"] == "ok", summary.get("reason")
+    d = summary["drill"]
+    trace = read_json(run_dir / "fault_trace.json")
+    assert len(trace["faults"]) == 3 and trace["seed"] == 0 and d["trace"]["faults"] == trace["faults"]
+    # Faults on different ranks that are due together fire in the same step: one restart for both.
+    assert all(f["fired"] for f in d["faults"]) and 1 <= d["restarts"] <= 3
+    job_times = [f["fired_at_job_time_s"] for f in d["faults"]]
+    assert job_times == sorted(job_times) and all(t >= f["at_time_s"] for t, f in zip(job_times, d["faults"]))
+    # A recovery the next fault cuts short (before the failed step ran again) is not "recovered".
+    assert len(summary["recovery"]) == d["restarts"] and summary["recovery"][-1]["recovered"]
+    assert not any(tmp_path.joinpath("drill").glob(".fault_trace-*"))  # the drawn file moved into the run
+    _assert_bitwise_equal(_state(run_dir, STEPS, tmp_path), _state(reference("ddp"), STEPS, tmp_path))
+
+    replay_dir, replay = _drill(cli, tmp_path / "replay", "--trace", str(run_dir / "fault_trace.json"),
+                                "--ckpt-every", "4")
+    assert replay["status"] == "ok" and read_json(replay_dir / "fault_trace.json")["faults"] == trace["faults"]
+    assert [(f["kind"], f.get("rank")) for f in replay["drill"]["faults"] if f["fired"]] == \
+        [(f["kind"], f.get("rank")) for f in trace["faults"]]
+
+
+def test_fault_trace_is_drawn_from_the_seed_with_the_published_mix():
+    from trainscale.faults import trace as fault_trace
+
+    a = fault_trace.draw(50, 10.0, 1, world_size=8, nodes=2)
+    assert a.to_dict() == fault_trace.draw(50, 10.0, 1, world_size=8, nodes=2).to_dict()
+    assert a.to_dict() != fault_trace.draw(50, 10.0, 2, world_size=8, nodes=2).to_dict()
+    times = [f.at_time_s for f in a.faults]
+    assert times == sorted(times) and times[0] > 0
+    assert {f.kind for f in a.faults} <= set(fault_trace.LLAMA3_MIX) and a.mix == fault_trace.LLAMA3_MIX
+    assert all(0 <= f.node < 2 if f.kind in fault_trace.NODE_KINDS else 0 <= f.rank < 8 for f in a.faults)
+    # One node: no link to cut, a partition counts as a lost node.
+    single = fault_trace.draw(50, 10.0, 1, world_size=8, nodes=1)
+    assert "partition" not in single.mix and single.mix["kill-node"] == 53 + 35
+    assert all(f.kind != "partition" for f in single.faults)
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--faults", "0"], "--faults must be 1 or more, got 0"),
+    (["--faults", "2", "--fault-mix", "meteor=1"], "unknown fault kind 'meteor'"),
+    (["--faults", "2", "--fault-mix", "kill-rank=nan"], "weight of kill-rank must be finite"),
+    (["--faults", "2", "--fault-mix", "kill-rank=0"], "needs a positive weight"),
+    (["--trace", "/nonexistent/trace.json"], "cannot read fault trace /nonexistent/trace.json"),
+    (["--faults", "2", "--mtbf-s", "0"], "--mtbf-s must be positive, got 0"),
+    (["--fault", "kill-rank", "--fault-mix", "kill-rank=1"], "--fault-mix weights a drawn trace"),
     (["--fault", "ckpt-corrupt", "--at-step", "5", "--set", "checkpoint.keep=1"], "checkpoint.keep >= 2"),
     (["--fault", "kill-rank", "--parallel", "pp", "--set", "model.tie_embeddings=false"],
      "checkpointing supports --parallel ddp, fsdp, tp, got 'pp'"),
@@ -188,6 +238,26 @@ def test_bad_drill_input_is_one_line_exit_2(cli, tmp_path, args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not JSON"),
+    ('{"faults": []}', "has no list of faults"),
+    ('{"faults": [{"kind": "kill-rank", "at_time_s": -1, "rank": 0}]}', "at_time_s -1"),
+    ('{"faults": [{"kind": "kill-rank", "at_time_s": NaN, "rank": 0}]}', "at_time_s nan"),
+    ('{"faults": [{"kind": "kill-rank", "at_time_s": 1, "rank": 9}]}', "targets rank 9, the run has 2 rank(s)"),
+    ('{"faults": [{"kind": "kill-rank", "at_time_s": 2, "rank": 0}, {"kind": "exception", "at_time_s": 1, "rank": 0}]}',
+     "times must not decrease"),
+    ('{"faults": [{"kind": "slow", "at_time_s": 1, "rank": 0}]}', "has kind 'slow'"),
+])
+def test_damaged_trace_file_is_one_line_exit_2(cli, tmp_path, content, message):
+    bad = tmp_path / "trace.json"
+    bad.write_text(content)
+    out = tmp_path / "out"
+    proc = cli("drill", *RUN, "--out", str(out), "--trace", str(bad), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_random_fault_is_drawn_from_the_seed():

@@ -5,7 +5,10 @@ goodput and optimal checkpoint intervals of it (faults/drill.py)."""
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -29,7 +32,14 @@ def register(sub) -> None:
         "--nproc 2 --steps 30 --warmup 2 --batch-size 4",
         description=__doc__)
     g = p.add_argument_group("drill")
-    g.add_argument("--fault", required=True, choices=FAULT_KINDS.names(), help=FAULT_KINDS.help())
+    what = g.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fault", choices=FAULT_KINDS.names(), help=FAULT_KINDS.help())
+    what.add_argument("--faults", type=int, help="a failure trace of N faults: a Poisson process in run time "
+                                                 "(mean gap --mtbf-s) drawn from --seed, written as fault_trace.json")
+    what.add_argument("--trace", help="replay a fault_trace.json exactly")
+    g.add_argument("--fault-mix", dest="fault_mix",
+                   help="--faults: weights of the kinds, e.g. kill-rank=3,exception=1 (default: the Llama 3 405B "
+                        "interruption causes, docs/failure-campaigns.md)")
     when = g.add_mutually_exclusive_group()
     when.add_argument("--at-step", dest="at_step", type=int, help="fire before this step (0-based)")
     when.add_argument("--at-time", dest="at_time", type=cli_common.finite_float,
@@ -62,7 +72,7 @@ def register(sub) -> None:
 def drill_plan(args: argparse.Namespace) -> DrillPlan:
     from trainscale.faults.plan import DrillPlan
 
-    return DrillPlan(fault=args.fault, rank=args.rank, node=args.node, at_step=args.at_step, at_time_s=args.at_time,
+    return DrillPlan(fault=args.fault or "", trace=args.trace or "", rank=args.rank, node=args.node, at_step=args.at_step, at_time_s=args.at_time,
                      random=args.random, seed=args.seed or 0, mtbf_s=args.mtbf_s, ckpt_every=args.ckpt_every,
                      ckpt_every_s=args.ckpt_every_s, async_ckpt=args.async_ckpt, detect_timeout_s=args.detect_timeout,
                      partition_s=args.partition_s, slow_factor=args.slow_factor)
@@ -75,6 +85,18 @@ def drill_spec(args: argparse.Namespace, plan: DrillPlan, extra: dict | None = N
 
     flags = cli_common.spec_flags(args)
     base = resolve(args.config, flags, args.sets)  # the world size and steps the plan depends on
+    if args.faults is not None:  # draw the trace; the run keeps its copy (fault_trace.json)
+        from trainscale.faults import trace as fault_trace
+
+        mix = fault_trace.parse_mix(args.fault_mix) if args.fault_mix else None
+        drawn = fault_trace.draw(args.faults, plan.mtbf_s, plan.seed, base.world_size, base.nodes, mix)
+        cli_common.writable_folder(base.out, "--out")
+        Path(base.out).mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".fault_trace-", suffix=".json", dir=base.out)
+        os.close(fd)
+        plan.trace = str(drawn.write(Path(name)))
+    elif args.fault_mix:
+        raise cli_common.UsageError("--fault-mix weights a drawn trace: it needs --faults N")
     settings, draw = plan.settings(base.world_size, base.nodes, base.steps)
     return resolve(args.config, deep_merge(deep_merge(settings, extra or {}), flags), args.sets), draw
 
@@ -85,13 +107,25 @@ def handle(args: argparse.Namespace) -> int:
 
     plan = drill_plan(args)
     if args.launcher == "slurm":
+        if not args.fault:
+            raise cli_common.UsageError("drill --launcher slurm injects one fault (--fault); traces "
+                                        "(--faults, --trace) run under --launcher local or ray")
         return handle_slurm(args, plan)
-    spec, draw = drill_spec(args, plan)
+    try:
+        spec, draw = drill_spec(args, plan)
+    except BaseException:
+        if args.faults is not None and plan.trace:
+            Path(plan.trace).unlink(missing_ok=True)
+        raise
     cli_common.writable_folder(spec.out, "--out")
     launcher = LAUNCHERS.get(spec.launcher)
     drill.check_engine(spec, launcher.engine)
-    with LiveProgress() as live:
-        outcome, summary = drill.run(spec, launcher.engine_label, plan.mtbf_s, draw, observer=live)
+    try:
+        with LiveProgress() as live:
+            outcome, summary = drill.run(spec, launcher.engine_label, plan.mtbf_s, draw, observer=live)
+    finally:
+        if args.faults is not None:
+            Path(plan.trace).unlink(missing_ok=True)  # the run folder holds its copy
     for r in summary["recovery"]:
         console.print(f"recovery from {r['fault']} at step {r['step']}: detection {drill.fmt_seconds(r['detection_s'])}, "
                       f"total {drill.fmt_seconds(r['total_s'])} (resumed at step {r.get('resumed_step')})")

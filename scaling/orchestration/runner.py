@@ -6,12 +6,15 @@ saying "started" as a run whose orchestrator died.
 """
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
 from trainscale.launchers.ownership import Stopped
+from trainscale.faults.trace import TRACE_FILE
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.records import RunSummary, process_identity
 from trainscale.scaling.results.files import write_json_atomic
@@ -137,6 +140,10 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
         run_dir = new_run_dir(Path(spec.out), default_run_name(spec))
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.fault.trace and Path(spec.fault.trace).resolve() != (run_dir / TRACE_FILE).resolve():
+        # The run keeps its own copy of the trace: what its ranks fire, and what --trace replays.
+        shutil.copyfile(spec.fault.trace, run_dir / TRACE_FILE)
+        spec = dataclasses.replace(spec, fault=dataclasses.replace(spec.fault, trace=str((run_dir / TRACE_FILE).resolve())))
     config = spec.to_dict()
     write_json_atomic(run_dir / schema.CONFIG, config)
     prov = provenance.collect(config)
