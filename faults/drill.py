@@ -91,7 +91,10 @@ def trace_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
                          "fired_at_job_time_s": by_index[i]["metadata"].get("job_time_s") if i in by_index else None}
                         for i, tf in enumerate(trace.faults)],
              "fired": bool(fired), "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}
-    return job_record(run_dir, spec, drill, trace.mtbf_s or mtbf_s, bool(events))
+    out = job_record(run_dir, spec, drill, trace.mtbf_s or mtbf_s, bool(events))
+    for r in out.recovery[:-1]:  # the next fault fired before the failed step ran again
+        r["cut_short"] = not r["recovered"]
+    return out
 
 
 def job_record(run_dir: Path, spec: RunSpec, drill: dict, mtbf_s: float, has_events: bool) -> DrillRecord:

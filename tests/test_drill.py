@@ -195,6 +195,12 @@ def test_fault_trace_fires_in_every_attempt_and_replays_with_nothing_lost(cli, t
     assert job_times == sorted(job_times) and all(t >= f["at_time_s"] for t, f in zip(job_times, d["faults"]))
     # A recovery the next fault cuts short (before the failed step ran again) is not "recovered".
     assert len(summary["recovery"]) == d["restarts"] and summary["recovery"][-1]["recovered"]
+    assert all(r["cut_short"] == (not r["recovered"]) for r in summary["recovery"][:-1])
+    # Planning reads the trace drill: the recoveries with a full timeline, none of those cut short.
+    from trainscale.analysis.drills import load_drill
+
+    timed = load_drill(run_dir).restart_times_s()
+    assert len(timed) == sum(1 for r in summary["recovery"] if r["recovered"]) and all(t > 0 for t in timed)
     assert not any(tmp_path.joinpath("drill").glob(".fault_trace-*"))  # the drawn file moved into the run
     _assert_bitwise_equal(_state(run_dir, STEPS, tmp_path), _state(reference("ddp"), STEPS, tmp_path))
 
