@@ -155,9 +155,10 @@ def is_peer_loss(failure: dict) -> bool:
 
 
 def order_failures(failures: list[dict]) -> list[dict]:
-    """Cause first: by time (whole seconds in torchrun's records), then ranks that died of their own
-    error or a signal before ranks whose collectives broke because a peer had gone."""
-    return sorted(failures, key=lambda f: (f.get("timestamp") or 0, is_peer_loss(f), f.get("agent_order", 0)))
+    """Cause first: ranks that died of their own error or a signal before ranks whose collectives broke
+    because a peer had gone, each by time. Time alone cannot order them: torchrun records whole seconds,
+    and a survivor's error can be stamped a second before the agent records the killed rank."""
+    return sorted(failures, key=lambda f: (is_peer_loss(f), f.get("timestamp") or 0, f.get("agent_order", 0)))
 
 
 @dataclass

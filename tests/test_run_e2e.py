@@ -125,3 +125,20 @@ def test_sweep_report_and_plots(cli, tmp_path: Path, tiny_resnet):
     again = cli("report", str(sweep_dir), "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
     assert read_json(tmp_path / "again" / "report.json")["rows"] == rep["rows"]
+
+
+def test_the_cause_comes_first_even_when_a_survivor_is_stamped_a_second_earlier():
+    """torchrun stamps failures in whole seconds: a survivor's "connection closed by peer" can carry an
+    earlier second than the agent's record of the rank that was killed. The killed rank is the cause."""
+    from trainscale.launchers.base import describe_failures, order_failures
+
+    survivor = {"rank": 0, "local_rank": 0, "host": "vm", "timestamp": 100, "signal": None, "exitcode": 1,
+                "message": "RuntimeError: [pair.cc:553] Connection closed by peer [127.0.0.1]:32468."}
+    killed = {"rank": 1, "local_rank": 1, "host": "vm", "timestamp": 101, "signal": "SIGKILL", "exitcode": -9,
+              "message": ""}
+    ordered = order_failures([survivor, killed])
+    assert [f["rank"] for f in ordered] == [1, 0]
+    assert describe_failures(ordered).startswith("rank 1 (local rank 1 on vm) killed by SIGKILL")
+    # Two failures of their own: the earlier one is the cause.
+    other = {**killed, "rank": 2, "timestamp": 99}
+    assert [f["rank"] for f in order_failures([survivor, killed, other])] == [2, 1, 0]
