@@ -45,8 +45,9 @@ def check_engine(spec: RunSpec, engine: str) -> None:
 def run(spec: RunSpec, engine_label: str, mtbf_s: float, draw: dict | None,
         observer: RunObserver | None = None, run_dir: Path | None = None) -> tuple[RunOutcome, dict]:
     """Run a drill's spec and record it: the run, then the drill's keys merged into its summary."""
-    outcome = execute(spec, run_dir, observer=observer, label=f"drill {'trace' if spec.fault.trace else spec.fault.kind} {spec.workload} "
-                                                             f"{spec.parallel} x{spec.nproc}")
+    what = "trace" if spec.fault.trace else spec.fault.kind
+    outcome = execute(spec, run_dir, observer=observer,
+                      label=f"drill {what} {spec.workload} {spec.parallel} x{spec.nproc}")
     return outcome, record(outcome.run_dir, drill_summary(outcome.run_dir, spec, engine_label, mtbf_s, draw))
 
 
@@ -99,7 +100,8 @@ def trace_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
 
 def job_record(run_dir: Path, spec: RunSpec, drill: dict, mtbf_s: float, has_events: bool) -> DrillRecord:
     """The drill's figures of the whole job: recoveries, checkpoint cost, goodput, optimal intervals."""
-    checkpoint = checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save) if has_events else {}
+    checkpoint = (checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save)
+                  if has_events else {})
     try:
         good = goodput(run_dir)
     except (ValueError, OSError) as e:
@@ -158,17 +160,18 @@ def trace_report_header(s: dict) -> list[str]:
     for i, f in enumerate(d["faults"]):
         target = f"node {f['node']}" if "node" in f else f"rank {f['rank']}"
         lines.append(f"| {i} | {f['kind']} | {target} | {f['at_time_s']:.2f} s | "
-                     + (f"{f['fired_at_step']} | {f['fired_at_job_time_s']:.2f} s |" if f["fired"] else "never fired | |"))
+                     + (f"{f['fired_at_step']} | {f['fired_at_job_time_s']:.2f} s |" if f["fired"]
+                        else "never fired | |"))
     if d.get("detect_timeout_s"):
         lines.append(f"\ncollective timeout (hang and partition detection): {d['detect_timeout_s']} s")
     return lines
 
 
 def report_body(s: dict) -> list[str]:
-    lines = []
-    lines += ["", "## Recovery timeline (docs/method.md \"Recovery time\")", "",
-              "| fault step | resumed at | detection | restart | rendezvous | restore | lost work | other | total |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    """The sections every drill report has: recovery timelines, checkpoints, goodput, intervals."""
+    lines = ["", "## Recovery timeline (docs/method.md \"Recovery time\")", "",
+             "| fault step | resumed at | detection | restart | rendezvous | restore | lost work | other | total |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in s["recovery"]:
         lines.append(f"| {r['step']} | {r.get('resumed_step', 'n/a')} | {fmt_seconds(r['detection_s'])} | {fmt_seconds(r['restart_s'])} | "
                      f"{fmt_seconds(r['rendezvous_s'])} | {fmt_seconds(r['restore_s'])} | {fmt_seconds(r['lost_work_s'])} | "

@@ -72,8 +72,9 @@ def register(sub) -> None:
 def drill_plan(args: argparse.Namespace) -> DrillPlan:
     from trainscale.faults.plan import DrillPlan
 
-    return DrillPlan(fault=args.fault or "", trace=args.trace or "", rank=args.rank, node=args.node, at_step=args.at_step, at_time_s=args.at_time,
-                     random=args.random, seed=args.seed or 0, mtbf_s=args.mtbf_s, ckpt_every=args.ckpt_every,
+    return DrillPlan(fault=args.fault or "", trace=args.trace or "", rank=args.rank, node=args.node,
+                     at_step=args.at_step, at_time_s=args.at_time, random=args.random, seed=args.seed or 0,
+                     mtbf_s=args.mtbf_s, ckpt_every=args.ckpt_every,
                      ckpt_every_s=args.ckpt_every_s, async_ckpt=args.async_ckpt, detect_timeout_s=args.detect_timeout,
                      partition_s=args.partition_s, slow_factor=args.slow_factor)
 
@@ -113,19 +114,14 @@ def handle(args: argparse.Namespace) -> int:
         return handle_slurm(args, plan)
     try:
         spec, draw = drill_spec(args, plan)
-    except BaseException:
-        if args.faults is not None and plan.trace:
-            Path(plan.trace).unlink(missing_ok=True)
-        raise
-    cli_common.writable_folder(spec.out, "--out")
-    launcher = LAUNCHERS.get(spec.launcher)
-    drill.check_engine(spec, launcher.engine)
-    try:
+        cli_common.writable_folder(spec.out, "--out")
+        launcher = LAUNCHERS.get(spec.launcher)
+        drill.check_engine(spec, launcher.engine)
         with LiveProgress() as live:
             outcome, summary = drill.run(spec, launcher.engine_label, plan.mtbf_s, draw, observer=live)
     finally:
-        if args.faults is not None:
-            Path(plan.trace).unlink(missing_ok=True)  # the run folder holds its copy
+        if args.faults is not None and plan.trace:
+            Path(plan.trace).unlink(missing_ok=True)  # a drawn trace: the run folder holds its copy
     for r in summary["recovery"]:
         console.print(f"recovery from {r['fault']} at step {r['step']}: detection {drill.fmt_seconds(r['detection_s'])}, "
                       f"total {drill.fmt_seconds(r['total_s'])} (resumed at step {r.get('resumed_step')})")

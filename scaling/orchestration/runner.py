@@ -143,7 +143,8 @@ def _execute(spec: RunSpec, run_dir: Path | None, on_progress: Callable[[dict], 
     if spec.fault.trace and Path(spec.fault.trace).resolve() != (run_dir / TRACE_FILE).resolve():
         # The run keeps its own copy of the trace: what its ranks fire, and what --trace replays.
         shutil.copyfile(spec.fault.trace, run_dir / TRACE_FILE)
-        spec = dataclasses.replace(spec, fault=dataclasses.replace(spec.fault, trace=str((run_dir / TRACE_FILE).resolve())))
+        own_copy = str((run_dir / TRACE_FILE).resolve())
+        spec = dataclasses.replace(spec, fault=dataclasses.replace(spec.fault, trace=own_copy))
     config = spec.to_dict()
     write_json_atomic(run_dir / schema.CONFIG, config)
     prov = provenance.collect(config)
