@@ -6,9 +6,9 @@ A drill is a run folder whose summary.json has
     "checkpoint": {"save_s_mean", "save_s_samples", "bytes", "every_steps", "async"}
     "goodput":    {"ettr", "badput_s"}
 Only these keys are read (and a recovery's "cut_short": a trace drill's recovery that the next fault
-interrupted has no full timeline and is left out). For the failure model (analysis.reliability) the restart time R of a failure
-is detection + restart + rendezvous + restore: the lost work is what the model itself accounts for
-(half a checkpoint interval per failure on average), so it is kept out of R.
+interrupted has no full timeline and is left out). For the failure model (analysis.reliability) the
+restart time R of a failure is detection + restart + rendezvous + restore: the lost work is what the
+model itself accounts for (half a checkpoint interval per failure on average), so it is kept out of R.
 """
 from __future__ import annotations
 
@@ -95,13 +95,13 @@ def load_drill(run_dir: Path) -> Drill:
     recovery = s.get("recovery")
     if not isinstance(recovery, list):
         raise DrillError(f"{where}: 'recovery' must be a list of recoveries, got {recovery!r}")
+    timed = []
     for i, r in enumerate(recovery):
         if not isinstance(r, dict):
             raise DrillError(f"{where}: recovery[{i}] must be an object")
         if r.get("cut_short") is True:  # a trace drill's recovery that the next fault interrupted: not timed
             continue
-        for k in RECOVERY_KEYS:
-            _number(r, k, f"{where} recovery[{i}]")
+        timed.append({k: _number(r, k, f"{where} recovery[{i}]") for k in RECOVERY_KEYS})
     ckpt = s.get("checkpoint") or {}
     if not isinstance(ckpt, dict):
         raise DrillError(f"{where}: 'checkpoint' must be an object")
@@ -112,7 +112,7 @@ def load_drill(run_dir: Path) -> Drill:
         _number({"v": v}, "v", f"{where} checkpoint.save_s_samples[{i}]")
     goodput = s.get("goodput") or {}
     return Drill(path=run_dir, fault=str(drill.get("fault")), engine=str(drill.get("engine")),
-                 recovery=[{k: float(r[k]) for k in RECOVERY_KEYS} for r in recovery if r.get("cut_short") is not True],
+                 recovery=timed,
                  save_s_mean=_number(ckpt, "save_s_mean", f"{where} checkpoint", allow_none=True),
                  save_s_samples=[float(v) for v in samples],
                  checkpoint_bytes=int(ckpt["bytes"]) if ckpt.get("bytes") is not None else None,

@@ -102,7 +102,6 @@ class FaultInjector:
             return
         self.pending.pop(0)
         self.armed = bool(self.pending)
-        self.kind = kind
         self._log(traced.kind, kind, step, {**kind.prepare(self, step), "trace_index": index,
                                             "trace_at_time_s": traced.at_time_s,
                                             "job_time_s": time.monotonic() - self.trace_start},

@@ -36,8 +36,6 @@ NODE_KINDS = ("kill-node", "partition")
 LLAMA3_MIX = {"kill-rank": 268.0, "kill-node": 53.0, "exception": 56.0, "partition": 35.0, "hang": 7.0}
 LLAMA3_SOURCE = ("Llama 3 405B pre-training: 419 unexpected interruptions in 54 days on 16,384 H100 GPUs "
                  "(The Llama 3 Herd of Models, 2024, table 5)")
-# 419 interruptions / 54 days / 16,384 GPUs: the per-GPU rate `plan --drills` projects with.
-LLAMA3_INTERRUPTIONS_PER_GPU_DAY = 419 / 54 / 16384
 
 
 @dataclass
