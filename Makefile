@@ -9,11 +9,12 @@ OUT ?= results
 install:
 	VENV=$(VENV) tools/install.sh
 
-# Test extras: pytest, Ray Train (its tests run a real local Ray), DeepSpeed (ZeRO parity tests) and
-# MLflow and TensorBoard (export tests); as root with apt, also the system packages of the launcher tests (Slurm,
+# Test extras: pytest, Ray Train (its tests run a real local Ray), DeepSpeed (ZeRO parity tests),
+# MLflow and TensorBoard (export tests) and torchft (its recovery engine's tests); as root with apt,
+# also the system packages of the launcher tests (Slurm,
 # munge, iproute2) and Chromium (the HTML report's headless-browser test).
 install-test:
-	VENV=$(VENV) tools/install.sh dev,ray,deepspeed,mlflow,tensorboard
+	VENV=$(VENV) tools/install.sh dev,ray,deepspeed,mlflow,tensorboard,torchft
 	tools/system-deps.sh --check
 
 # A weak-scaling ResNet-50 sweep over 1, 2 and 4 gloo processes on this machine's CPU; the

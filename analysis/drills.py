@@ -122,10 +122,24 @@ def load_drill(run_dir: Path) -> Drill:
                  badput_s=goodput.get("badput_s"))
 
 
+def is_torchft_drill(run_dir: Path) -> bool:
+    """A drill under the torchft engine: per-step fault tolerance, no restart timeline to plan with."""
+    try:
+        return "torchft" in read_json(Path(run_dir) / schema.SUMMARY)
+    except (OSError, ValueError):
+        return False
+
+
 def load_drills(folder: Path) -> list[Drill]:
-    paths = find_drills(folder)
-    if not paths:
+    """The restart engines' drills under folder (torchft drills, e.g. of an engines head-to-head
+    campaign, have no restart timeline and are not read here)."""
+    found = find_drills(folder)
+    if not found:
         raise DrillError(f"no drill results under {folder} (a drill's summary.json has a 'drill' section)")
+    paths = [p for p in found if not is_torchft_drill(p)]
+    if not paths:
+        raise DrillError(f"the drills under {folder} all ran under torchft: planning projects restart times "
+                         "from restart-engine drills (--engine torchrun, ray or slurm)")
     return [load_drill(p) for p in paths]
 
 

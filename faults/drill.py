@@ -14,10 +14,12 @@ from trainscale.scaling.results.files import read_json, write_json_atomic, write
 from trainscale.scaling.results.records import DrillRecord
 from trainscale.analysis.recovery import checkpoint_figures, goodput, recovery_timelines, straggler
 from trainscale.analysis.reliability import daly_interval_s, young_interval_s
-from trainscale.faults.kinds import FAULT_KINDS
+from trainscale.faults.kinds import FAULT_KINDS, TORCHFT
+from trainscale.faults.torchft_drill import progress_plot, torchft_figures, torchft_report_body
 from trainscale.faults.trace import TRACE_FILE
 from trainscale.launchers.registry import LAUNCHERS
 from trainscale.scaling.orchestration.runner import RunObserver, RunOutcome, execute
+from trainscale.scaling.runtime.torchft_loop import group_events_path
 from trainscale.scaling.spec import RunSpec, SpecError
 
 REPORT = "drill_report.md"
@@ -55,7 +57,10 @@ def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
                   draw: dict | None = None) -> DrillRecord:
     run_dir = Path(run_dir)
     events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
-    faults = all_of(events, schema.EVENT_FAULT)
+    if spec.launcher == TORCHFT:  # each replica group keeps its own log
+        events = [e for g in range(spec.nproc) if group_events_path(run_dir, g).exists()
+                  for e in read_events(group_events_path(run_dir, g))]
+    faults = sorted(all_of(events, schema.EVENT_FAULT), key=mono_s)
     f = spec.fault
     if f.trace:
         return trace_summary(run_dir, spec, engine_label, mtbf_s, events, faults)
@@ -65,7 +70,7 @@ def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
              "at_step": f.at_step if f.at_time_s < 0 else None, "at_time_s": f.at_time_s if f.at_time_s >= 0 else None,
              "detect_timeout_s": f.detect_timeout_s or None, "random_draw": draw, "fired": bool(faults),
              "fired_at_step": int(faults[0]["metadata"]["step"]) if faults else None,
-             "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}
+             "restarts": restarts(spec, events)}
     if faults and "corrupted" in faults[0]["metadata"]:
         drill["corrupted"] = faults[0]["metadata"]["corrupted"]
     out = job_record(run_dir, spec, drill, mtbf_s, bool(events))
@@ -91,15 +96,32 @@ def trace_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
                          "fired_at_step": int(by_index[i]["metadata"]["step"]) if i in by_index else None,
                          "fired_at_job_time_s": by_index[i]["metadata"].get("job_time_s") if i in by_index else None}
                         for i, tf in enumerate(trace.faults)],
-             "fired": bool(fired), "restarts": max(0, len(all_of(events, schema.EVENT_ATTEMPT)) - 1)}
+             "fired": bool(fired), "restarts": restarts(spec, events)}
     out = job_record(run_dir, spec, drill, trace.mtbf_s or mtbf_s, bool(events))
     for r in out.recovery[:-1]:  # the next fault fired before the failed step ran again
-        r["cut_short"] = not r["recovered"]
+        if "recovered" in r:
+            r["cut_short"] = not r["recovered"]
     return out
+
+
+def restarts(spec: RunSpec, events: list[dict]) -> int:
+    """Restarts the engine made: of the job (restart engines), of any replica group (torchft)."""
+    attempts = len(all_of(events, schema.EVENT_ATTEMPT))
+    return max(0, attempts - (spec.nproc if spec.launcher == TORCHFT else 1))
+
+
+def torchft_record(run_dir: Path, spec: RunSpec, drill: dict, mtbf_s: float) -> DrillRecord:
+    figures = torchft_figures(run_dir, spec.nproc, spec.steps)
+    return DrillRecord(drill=drill, recovery=figures["recovery"], checkpoint={}, goodput=figures["goodput"],
+                       intervals={"mtbf_s": mtbf_s, "save_s": None, "young_s": None, "daly_s": None},
+                       torchft={"replicas": figures["replicas"], "final_state": figures["final_state"],
+                                "normal_step_s": figures["normal_step_s"]})
 
 
 def job_record(run_dir: Path, spec: RunSpec, drill: dict, mtbf_s: float, has_events: bool) -> DrillRecord:
     """The drill's figures of the whole job: recoveries, checkpoint cost, goodput, optimal intervals."""
+    if spec.launcher == TORCHFT:
+        return torchft_record(run_dir, spec, drill, mtbf_s)
     checkpoint = (checkpoint_figures(run_dir, spec.checkpoint.every_steps, spec.checkpoint.async_save)
                   if has_events else {})
     try:
@@ -128,8 +150,9 @@ def fmt_seconds(v: Any, unit: str = " s") -> str:
 
 def report_markdown(s: dict) -> str:
     d = s["drill"]
+    body = torchft_report_body(s) if s.get("torchft") else report_body(s)
     if d["fault"] == "trace":
-        return "\n".join(trace_report_header(s) + report_body(s))
+        return "\n".join(trace_report_header(s) + body)
     lines = [f"# Drill: {d['fault']} ({s.get('run_id', '')})", "",
              f"- status: **{s['status']}**" + (f" ({s['reason']})" if s.get("reason") else ""),
              f"- recovery engine: {d['engine']}, max restarts {d['max_restarts']}, restarts taken {d['restarts']}",
@@ -144,7 +167,7 @@ def report_markdown(s: dict) -> str:
     if d.get("corrupted"):
         c = d["corrupted"]
         lines.append(f"- corrupted: `{c['file']}` of `{c['path']}` truncated {c['bytes_before']} -> {c['bytes_after']} bytes")
-    return "\n".join(lines + report_body(s))
+    return "\n".join(lines + body)
 
 
 def trace_report_header(s: dict) -> list[str]:
@@ -223,8 +246,12 @@ def report_body(s: dict) -> list[str]:
 
 
 def timeline_plot(run_dir: Path, drill: dict, path: Path) -> Path:
-    """Rank 0's job as bars over time: attempts, checkpoint saves, the fault and the recovery phases."""
+    """Rank 0's job as bars over time: attempts, checkpoint saves, the fault and the recovery phases
+    (under torchft: each replica group's committed steps over time)."""
     from trainscale.analysis.plots import _save, plt
+
+    if drill.get("torchft"):
+        return progress_plot(run_dir, drill, path)
 
     events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
     fig, ax = plt.subplots(figsize=(9, 3.2))

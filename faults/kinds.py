@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from trainscale.scaling.spec import RunSpec
 
 NO_FAULT = "none"
-ALL_ENGINES = ("torchrun", "ray", "slurm")  # the recovery engines of drills (launchers' `engine`, Slurm requeue)
+ALL_ENGINES = ("torchrun", "ray", "slurm")  # the restart engines of drills (launchers' `engine`, Slurm requeue)
+TORCHFT = "torchft"  # per-step fault tolerance: a lost replica group restarts and heals from a live one
 
 
 class InjectedFault(RuntimeError):
@@ -81,6 +82,7 @@ def _signal_self(sig: signal.Signals) -> None:
 
 class RaiseException(FaultKind):
     name = "exception"
+    engines = (*ALL_ENGINES, TORCHFT)
     summary = "a rank raises"
 
     def fire(self, injector, step):
@@ -89,6 +91,7 @@ class RaiseException(FaultKind):
 
 class KillRank(FaultKind):
     name = "kill-rank"
+    engines = (*ALL_ENGINES, TORCHFT)
     summary = "SIGKILL a rank"
 
     def fire(self, injector, step):

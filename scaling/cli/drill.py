@@ -49,8 +49,12 @@ def register(sub) -> None:
                            "both from --seed (recorded)")
     g.add_argument("--rank", type=int, help="the faulty rank (default: the last rank)")
     g.add_argument("--node", type=int, help="kill-node: the node whose ranks die (default: the last node)")
-    g.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=DrillPlan.ckpt_every,
-                   help="checkpoint every C steps (0: off)")
+    g.add_argument("--engine", help="the recovery engine: torchrun, ray, slurm or torchft (pip install "
+                                    "'trainscale[torchft]'); a comma list (torchrun,torchft) runs the same workload "
+                                    "and trace under each and writes a comparison (default: the --launcher's engine)")
+    g.add_argument("--ckpt-every", dest="ckpt_every", type=int,
+                   help=f"checkpoint every C steps (0: off; default {DrillPlan.ckpt_every}, under torchft 0: it "
+                        "recovers from a live peer)")
     g.add_argument("--ckpt-every-s", dest="ckpt_every_s", type=cli_common.finite_float, default=0.0,
                    help="checkpoint at the first step boundary T seconds after the last save (0: off)")
     g.add_argument("--async-ckpt", dest="async_ckpt", action="store_true", help="dcp.async_save")
@@ -74,9 +78,37 @@ def drill_plan(args: argparse.Namespace) -> DrillPlan:
 
     return DrillPlan(fault=args.fault or "", trace=args.trace or "", rank=args.rank, node=args.node,
                      at_step=args.at_step, at_time_s=args.at_time, random=args.random, seed=args.seed or 0,
-                     mtbf_s=args.mtbf_s, ckpt_every=args.ckpt_every,
+                     mtbf_s=args.mtbf_s, ckpt_every=ckpt_every(args, args.launcher),
                      ckpt_every_s=args.ckpt_every_s, async_ckpt=args.async_ckpt, detect_timeout_s=args.detect_timeout,
                      partition_s=args.partition_s, slow_factor=args.slow_factor)
+
+
+def ckpt_every(args: argparse.Namespace, launcher: str | None) -> int:
+    from trainscale.faults.kinds import TORCHFT
+    from trainscale.faults.plan import DrillPlan
+
+    if args.ckpt_every is not None:
+        return args.ckpt_every
+    return 0 if launcher == TORCHFT else DrillPlan.ckpt_every
+
+
+def engines_of(args: argparse.Namespace) -> list[str]:
+    """--engine as a list, each engine checked; --launcher set to a single engine's launcher."""
+    from trainscale.faults.head_to_head import ENGINE_LAUNCHERS
+
+    if not args.engine:
+        return []
+    engines = [e.strip() for e in args.engine.split(",")]
+    for e in engines:
+        if e not in ENGINE_LAUNCHERS:
+            raise cli_common.UsageError(f"--engine: unknown engine {e!r} (choose from {', '.join(ENGINE_LAUNCHERS)})")
+    if len(set(engines)) != len(engines):
+        raise cli_common.UsageError(f"--engine names an engine twice: {args.engine!r}")
+    if args.launcher and (len(engines) > 1 or ENGINE_LAUNCHERS[engines[0]] != args.launcher):
+        raise cli_common.UsageError(f"--engine {args.engine} chooses the launcher: drop --launcher {args.launcher}")
+    if len(engines) == 1:
+        args.launcher = ENGINE_LAUNCHERS[engines[0]]
+    return engines
 
 
 def drill_spec(args: argparse.Namespace, plan: DrillPlan, extra: dict | None = None):
@@ -106,6 +138,9 @@ def handle(args: argparse.Namespace) -> int:
     from trainscale.faults import drill
     from trainscale.launchers.registry import LAUNCHERS
 
+    engines = engines_of(args)
+    if len(engines) > 1:
+        return handle_head_to_head(args, engines)
     plan = drill_plan(args)
     if args.launcher == "slurm":
         if not args.fault:
@@ -123,6 +158,11 @@ def handle(args: argparse.Namespace) -> int:
         if args.faults is not None and plan.trace:
             Path(plan.trace).unlink(missing_ok=True)  # a drawn trace: the run folder holds its copy
     for r in summary["recovery"]:
+        if summary.get("torchft"):
+            console.print(f"{r['fault']} of replica group {r['group']} at step {r['step']}: the healthy groups "
+                          f"stalled {drill.fmt_seconds(r['stall_s'])}, the group was back (healed to step "
+                          f"{r['healed_to_step']}) after {drill.fmt_seconds(r['rejoin_s'])}")
+            continue
         console.print(f"recovery from {r['fault']} at step {r['step']}: detection {drill.fmt_seconds(r['detection_s'])}, "
                       f"total {drill.fmt_seconds(r['total_s'])} (resumed at step {r.get('resumed_step')})")
     g = summary["goodput"]
@@ -166,3 +206,57 @@ def handle_slurm(args: argparse.Namespace, plan: DrillPlan) -> int:
                       f"(resumed at step {r.get('resumed_step')})")
     print(attempt.job_folder)
     return 0 if result.outcome.ok else 1
+
+
+def handle_head_to_head(args: argparse.Namespace, engines: list[str]) -> int:
+    """The same workload and the same trace under each engine, then their comparison
+    (faults/head_to_head.py): OUT/<time>-engines-<workload>/<engine>/ and comparison.md there."""
+    import dataclasses
+
+    from trainscale.faults import drill, head_to_head
+    from trainscale.faults.kinds import TORCHFT
+    from trainscale.launchers.registry import LAUNCHERS
+    from trainscale.scaling.orchestration.folders import new_run_dir, timestamp
+
+    if "slurm" in engines:
+        raise cli_common.UsageError("--engine slurm runs one fault inside an sbatch job: compare torchrun, ray "
+                                    "and torchft head to head")
+    if args.faults is None and not args.trace:
+        raise cli_common.UsageError("engines head to head run the same failure trace: --faults N or --trace FILE")
+    plan = drill_plan(args)
+    specs = {}
+    try:
+        for engine in engines:  # every spec checked before anything runs
+            args.launcher = head_to_head.ENGINE_LAUNCHERS[engine]
+            # --ckpt-every is the restart engines' cadence; torchft recovers from a live peer instead.
+            engine_plan = dataclasses.replace(plan, ckpt_every=0 if engine == TORCHFT else ckpt_every(args, args.launcher))
+            specs[engine], _draw = drill_spec(args, engine_plan)
+            if args.faults is not None:  # drawn once: the other engines replay it
+                plan.trace, args.faults, args.fault_mix = engine_plan.trace, None, None
+            drill.check_engine(specs[engine], LAUNCHERS.get(specs[engine].launcher).engine)
+        first = specs[engines[0]]
+        cli_common.writable_folder(first.out, "--out")
+        campaign = new_run_dir(Path(first.out), f"{timestamp()}-engines-{first.workload}")
+        runs = {}
+        with LiveProgress(total_runs=len(engines)) as live:
+            for engine, spec in specs.items():
+                launcher = LAUNCHERS.get(spec.launcher)
+                outcome, _summary = drill.run(spec, launcher.engine_label, plan.mtbf_s, None, observer=live,
+                                              run_dir=campaign / engine)
+                runs[engine] = outcome.run_dir
+        trace = runs[engines[0]] / "fault_trace.json"
+        comparison = head_to_head.compare(campaign, runs, trace)
+    finally:
+        if args.faults is None and plan.trace and Path(plan.trace).name.startswith(".fault_trace-"):
+            Path(plan.trace).unlink(missing_ok=True)  # a drawn trace: each run folder holds its copy
+    from rich.table import Table
+
+    table = Table(title="recovery engines head to head (same trace)")
+    for head in head_to_head.TABLE_HEAD:
+        table.add_column(head)
+    for row in head_to_head.table_rows(comparison):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"comparison: {campaign / head_to_head.COMPARISON_MD}")
+    print(campaign)
+    return 0 if all(e["status"] == "ok" for e in comparison["engines"]) else 1

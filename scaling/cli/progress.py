@@ -32,7 +32,7 @@ def outcome_line(label: str, summary: dict) -> Text:
         best = max((e["accuracy"] for e in tta["evals"]), default=float("nan"))
         return styled("INVALID", "red", f" {label}: target {tta['target']:g} not reached in {tta['epochs_run']} epochs "
                 f"(best accuracy {best:.4f}); counts as the slowest run")
-    if summary.get("status") == "ok" and "metrics" not in summary:  # a launch without training figures
+    if summary.get("status") == "ok" and not summary.get("metrics"):  # a launch without training figures
         return styled("ok", "green", f"     {label}" + (f" ({summary['wall_s']:.1f} s)" if summary.get("wall_s") else ""))
     if summary.get("status") == "ok":
         m = summary["metrics"]

@@ -17,7 +17,7 @@ from trainscale.launchers.ownership import Stopped
 from trainscale.faults.trace import TRACE_FILE
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.records import RunSummary, process_identity
-from trainscale.scaling.results.files import write_json_atomic
+from trainscale.scaling.results.files import ResultsError, write_json_atomic
 from trainscale.analysis.gpu_telemetry import run_gpu_summary
 from trainscale.analysis.strategies import parallel_summary
 from trainscale.analysis.runs import reduce_run, run_metrics
@@ -91,11 +91,15 @@ def summarise(spec: RunSpec, run_dir: Path, ok: bool, reason: str | None, wall_s
     try:
         s.metrics = run_metrics(reduce_run(run_dir))
     except (ValueError, OSError) as e:
-        if not spec.is_tta:
+        if spec.launcher == "torchft" and not isinstance(e, ResultsError):
+            # Groups that lost a peer ran steps again, a healed one started late: their rows are the
+            # drill's (faults/torchft_drill.py), not one synchronous window.
+            s.metrics, s.metrics_note = None, f"no throughput window across replica groups: {e}"
+        elif not spec.is_tta:
             s.status, s.reason = schema.STATUS_FAILED, f"samples unusable: {e}"
             return s
-        # A TTA run that reached its target within the warmup steps has no throughput window.
-        s.metrics, s.metrics_note = None, f"no throughput figures: {e}"
+        else:  # a TTA run that reached its target within the warmup steps has no throughput window
+            s.metrics, s.metrics_note = None, f"no throughput figures: {e}"
     s.init_s = max((i["init_s"] for i in infos), default=None)
     s.sample_unit = infos[0]["sample_unit"] if infos else "samples"
     s.parallelism = parallel_summary(run_dir, s.metrics)

@@ -279,6 +279,7 @@ class DrillRecord(Record):
     goodput: dict  # ettr, wall_s, productive_s, badput_s {category: seconds}
     intervals: dict  # mtbf_s, save_s, young_s, daly_s
     straggler: dict = ABSENT  # a straggler fault: its compute and the global step before and after
+    torchft: dict = ABSENT  # the torchft engine: replicas, final state, per-fault stalls (faults/torchft_drill.py)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ window; a barrier aligns the ranks where the measured window starts; every step'
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import os
 import sys
@@ -30,6 +31,7 @@ from trainscale.launchers.ownership import die_with_parent
 from trainscale.workloads.data import sharded_loader
 
 from trainscale.scaling import provenance
+from trainscale.scaling.runtime import torchft_loop
 from trainscale.scaling.runtime.checkpoint_schedule import RunCheckpoints, resume_from
 from trainscale.scaling.runtime.distributed import DistContext, device_name, init_from_env, shutdown
 from trainscale.scaling.runtime.events import EventLog, mlc
@@ -123,7 +125,12 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
     # A short collective timeout (fault.detect_timeout_s) is how a hung peer is detected.
     ctx = init_from_env(spec.backend, timeout_s=spec.fault.detect_timeout_s or min(spec.timeout_s, 1800.0))
     pg_ready = time.monotonic()
-    events = EventLog(run_dir / schema.EVENTS if ctx.is_main else None)
+    group = torchft_loop.replica_group()
+    if group is not None:  # a torchft replica group: a world of its own; its place among the groups is its rank
+        ctx = dataclasses.replace(ctx, rank=group[0], world_size=group[1])
+        events = EventLog(torchft_loop.group_events_path(run_dir, group[0]))
+    else:
+        events = EventLog(run_dir / schema.EVENTS if ctx.is_main else None)
     # Where this attempt's time went before the log opened (the recovery timeline's restart and rendezvous).
     events.event(EVENT_ATTEMPT, restart_count(), metadata={
         "process_start_mono_s": t_main - startup_s if startup_s is not None else None,
@@ -131,7 +138,9 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
         "slurm_restart_count": int(os.environ["SLURM_RESTART_COUNT"]) if "SLURM_RESTART_COUNT" in os.environ else None})
     events.start(mlc.INIT_START)
     try:
-        if spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/runtime/tta_loop.py)
+        if group is not None:
+            facts = torchft_loop.train_replica_group(spec, ctx, run_dir, events, t_main)
+        elif spec.is_tta:  # a time-to-accuracy run: epochs to the target (scaling/runtime/tta_loop.py)
             from trainscale.scaling.runtime.tta_loop import train_to_accuracy
 
             facts = train_to_accuracy(spec, ctx, run_dir, events, t_main)
