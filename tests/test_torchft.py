@@ -9,7 +9,7 @@ import pytest
 
 from .conftest import read_json
 
-STEPS = 300  # long enough (about 8 s of steps) for the trace's three faults to fire
+STEPS = 400  # long enough (about 8 s of steps) for the trace's three faults to fire, with margin
 RUN = ["--workload", "gpt", "--set", "model.preset=tiny", "--nproc", "2", "--steps", str(STEPS), "--warmup", "2",
        "--batch-size", "4", "--timeout", "300"]
 TRACE = ["--faults", "3", "--mtbf-s", "1.5", "--seed", "0", "--fault-mix", "kill-rank=1,exception=1"]
