@@ -21,7 +21,7 @@ from pathlib import Path
 from trainscale.analysis.eventlog import all_of, mono_s, read_events
 from trainscale.analysis.recovery import rank_attempt_rows
 from trainscale.faults.kinds import TORCHFT
-from trainscale.faults.torchft_drill import read_group, torchft_figures
+from trainscale.faults.torchft_drill import GroupFiles, loss_by_step, read_groups
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json, write_json_atomic, write_text_atomic
 
@@ -42,8 +42,8 @@ def _restart_progress(run_dir: Path) -> tuple[list[tuple[float, int]], float | N
     return points, (starts[0] if starts else None), (stops[-1] if stops else None)
 
 
-def engine_figures(engine: str, run_dir: Path) -> dict:
-    """One engine's row of the comparison (module docstring)."""
+def engine_figures(engine: str, run_dir: Path, groups: list[GroupFiles] | None = None) -> dict:
+    """One engine's row of the comparison (module docstring); groups: torchft's replica groups."""
     run_dir = Path(run_dir)
     s = read_json(run_dir / schema.SUMMARY)
     out = {"engine": engine, "run_dir": str(run_dir), "status": s["status"], "reason": s.get("reason"),
@@ -51,7 +51,6 @@ def engine_figures(engine: str, run_dir: Path) -> dict:
            "faults_fired": sum(1 for f in (s.get("drill") or {}).get("faults", []) if f.get("fired"))}
     recs = s.get("recovery") or []
     if engine == TORCHFT:
-        groups = [read_group(run_dir, i) for i in range(int(s["nproc"]))]
         starts = [g.run_starts[0] for g in groups if g.run_starts]
         stops = [mono_s(e) for g in groups for e in all_of(g.events, "run_stop")]
         t = s.get("torchft") or {}
@@ -81,10 +80,10 @@ def _step_samples(run_dir: Path, rank: int) -> float:
     return float(rows[0]["samples"]) if rows else 0.0
 
 
-def loss_distance(torchft_dir: Path, reference_dir: Path, reference: str) -> dict | None:
+def loss_distance(groups: list[GroupFiles], reference_dir: Path, reference: str) -> dict | None:
     """Mean and max |loss difference| per step: torchft (the mean over the groups that committed the
     step) against the reference run (the mean over its ranks; rank r reads group r's batches)."""
-    ft = torchft_figures(torchft_dir, int(read_json(torchft_dir / schema.SUMMARY)["nproc"]), 0)["loss_by_step"]
+    ft = loss_by_step(groups)
     world = int(read_json(reference_dir / schema.SUMMARY)["world_size"])
     per_rank = [_rank_losses(reference_dir, r) for r in range(world)]
     ref = {s: statistics.fmean(p[s] for p in per_rank if s in p) for s in per_rank[0]}
@@ -106,16 +105,17 @@ def _rank_losses(run_dir: Path, rank: int) -> dict[int, float]:
 
 def compare(campaign_dir: Path, runs: dict[str, Path], trace_file: Path) -> dict:
     """Write the comparison (JSON, markdown, progress plot) of the engines' drills; the comparison."""
-    rows = [engine_figures(engine, run_dir) for engine, run_dir in runs.items()]
-    restart_ok = next((e for e, d in runs.items() if e != TORCHFT and read_json(d / schema.SUMMARY)["status"] == "ok"),
-                      None)
-    if TORCHFT in runs and restart_ok is not None:
+    ft_groups = (read_groups(runs[TORCHFT], int(read_json(runs[TORCHFT] / schema.SUMMARY)["nproc"]))
+                 if TORCHFT in runs else None)
+    rows = [engine_figures(engine, run_dir, ft_groups) for engine, run_dir in runs.items()]
+    restart_ok = next((r["engine"] for r in rows if r["engine"] != TORCHFT and r["status"] == "ok"), None)
+    if restart_ok is not None:
         for row in rows:
             if row["engine"] == TORCHFT and row["status"] == "ok":
-                row["loss_distance"] = loss_distance(runs[TORCHFT], runs[restart_ok], restart_ok)
+                row["loss_distance"] = loss_distance(ft_groups, runs[restart_ok], restart_ok)
     out = {"trace": str(trace_file), "engines": rows}
     write_json_atomic(campaign_dir / COMPARISON, out)
-    progress_plot(runs, campaign_dir / PROGRESS_PNG)
+    progress_plot(runs, campaign_dir / PROGRESS_PNG, ft_groups)
     write_text_atomic(campaign_dir / COMPARISON_MD, markdown(out))
     return out
 
@@ -175,7 +175,7 @@ def markdown(c: dict) -> str:
     return "\n".join(lines)
 
 
-def progress_plot(runs: dict[str, Path], path: Path) -> Path:
+def progress_plot(runs: dict[str, Path], path: Path, ft_groups: list[GroupFiles] | None = None) -> Path:
     """Steps done against seconds since the job's first run_start, one line per engine, faults marked."""
     from trainscale.analysis.plots import _save, plt
 
@@ -183,8 +183,7 @@ def progress_plot(runs: dict[str, Path], path: Path) -> Path:
     for i, (engine, run_dir) in enumerate(runs.items()):
         colour = f"C{i}"
         if engine == TORCHFT:
-            n = int(read_json(run_dir / schema.SUMMARY)["nproc"])
-            groups = [read_group(run_dir, g) for g in range(n)]
+            groups = ft_groups or []
             t0 = min((g.run_starts[0] for g in groups if g.run_starts), default=0.0)
             best: dict[int, float] = {}
             for g in groups:

@@ -21,13 +21,12 @@ restart drills (analysis/recovery.py), from the group that reached the target st
 """
 from __future__ import annotations
 
-import csv
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainscale.analysis.eventlog import all_of, mono_s, read_events
+from trainscale.analysis.recovery import rank_attempt_rows, read_agent_events
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import ResultsError, read_json
 from trainscale.scaling.runtime.torchft_loop import EVENT_HEAL, group_events_path
@@ -50,36 +49,31 @@ class GroupFiles:
         return out
 
 
-def _rows(path: Path) -> list[dict]:
+def _numeric(rows: list[dict], where: str) -> list[dict]:
     try:
-        with open(path, newline="") as f:
-            return [{k: (float(v) if k != "phase" else v) for k, v in row.items()} for row in csv.DictReader(f)]
-    except (OSError, ValueError, TypeError) as e:
-        raise ResultsError(f"{path}: unreadable step rows ({e})") from None
+        return [{k: (float(v) if k != "phase" else v) for k, v in r.items()} for r in rows]
+    except (ValueError, TypeError) as e:
+        raise ResultsError(f"{where}: unreadable step rows ({e})") from None
 
 
-def read_group(run_dir: Path, group: int) -> GroupFiles:
-    events_path = group_events_path(run_dir, group)
-    events = read_events(events_path) if events_path.exists() else []
-    agent_path = Path(run_dir) / f"agent_events-group{group}.jsonl"
-    failed = []
-    if agent_path.exists():
-        for line in agent_path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                raise ResultsError(f"{agent_path}: not a JSON line: {line[:80]!r}") from None
-            if e.get("event") == "worker_group_failed":
-                failed.append(float(e["mono_s"]))
-    final = schema.samples_path(run_dir, group)
-    attempt_files = sorted((final.parent / schema.ATTEMPTS_DIR).glob(f"{final.stem}-attempt*.csv"),
-                           key=lambda p: int(p.stem.rsplit("attempt", 1)[1]))
-    attempts = [_rows(p) for p in attempt_files]
-    attempts.append(_rows(final) if final.exists() else _rows(final.with_suffix(".csv.partial"))
-                    if final.with_suffix(".csv.partial").exists() else [])
-    # Every attempt that reached run_start opened its rows file right after: they pair in order.
-    starts = [mono_s(e) for e in all_of(events, "run_start")]
-    return GroupFiles(group, events, failed, attempts[:len(starts)], starts[:len(attempts)])
+def read_groups(run_dir: Path, n_groups: int) -> list[GroupFiles]:
+    """Every replica group's records (the agents' reaction files read once for all groups)."""
+    run_dir = Path(run_dir)
+    try:
+        reactions = read_agent_events(run_dir)
+    except (ValueError, KeyError) as e:
+        raise ResultsError(f"{run_dir}: unreadable agent events ({e})") from None
+    out = []
+    for g in range(n_groups):
+        events_path = group_events_path(run_dir, g)
+        events = read_events(events_path) if events_path.exists() else []
+        failed = [float(e["mono_s"]) for e in reactions
+                  if e["file"] == f"agent_events-group{g}.jsonl" and e.get("event") == "worker_group_failed"]
+        attempts = [_numeric(rows, f"{run_dir} group {g}") for rows in rank_attempt_rows(run_dir, g)]
+        # Every attempt that reached run_start opened its rows file right after: they pair in order.
+        starts = [mono_s(e) for e in all_of(events, "run_start")]
+        out.append(GroupFiles(g, events, failed, attempts[:len(starts)], starts[:len(attempts)]))
+    return out
 
 
 def _median_step(groups: list[GroupFiles]) -> float:
@@ -170,7 +164,7 @@ def goodput_of(groups: list[GroupFiles], steps_target: int) -> dict:
 def torchft_figures(run_dir: Path, n_groups: int, steps_target: int) -> dict:
     """Every figure of a torchft drill (module docstring): recoveries, replicas, final state, goodput."""
     run_dir = Path(run_dir)
-    groups = [read_group(run_dir, g) for g in range(n_groups)]
+    groups = read_groups(run_dir, n_groups)
     normal = _median_step(groups)
     faults = sorted((e for g in groups for e in all_of(g.events, schema.EVENT_FAULT)), key=mono_s)
     recoveries = [fault_recovery(f, groups, n_groups, normal) for f in faults]
@@ -189,17 +183,12 @@ def torchft_figures(run_dir: Path, n_groups: int, steps_target: int) -> dict:
                          "steps_with_fewer_replicas": len(fewer),
                          "missing_group_steps": sum(n_groups - v["participants"] for v in fewer.values()),
                          "samples_lost": sum((n_groups - v["participants"]) * v["samples"] for v in fewer.values())},
-            "final_state": final_state(run_dir, n_groups), "goodput": good,
-            "loss_by_step": {s: statistics.fmean(v["loss"]) for s, v in sorted(steps.items())}}
+            "final_state": final_state(run_dir, n_groups), "goodput": good}
 
 
-def progress_points(run_dir: Path, n_groups: int) -> dict[int, list[tuple[float, int]]]:
-    """Per group: (monotonic time, committed step) at each committed step's end."""
-    out = {}
-    for g in range(n_groups):
-        files = read_group(Path(run_dir), g)
-        out[g] = [(end, int(r["step"]) + 1) for _s, end, r in files.rows_mono() if r["committed"]]
-    return out
+def loss_by_step(groups: list[GroupFiles]) -> dict[int, float]:
+    """Each committed step's loss: the mean over the groups that committed it."""
+    return {s: statistics.fmean(v["loss"]) for s, v in sorted(committed_steps(groups).items())}
 
 
 def _s(v, unit: str = " s") -> str:
@@ -248,13 +237,12 @@ def progress_plot(run_dir: Path, summary: dict, path: Path) -> Path:
     """Committed steps against time, one line per replica group, the faults marked."""
     from trainscale.analysis.plots import _save, plt
 
-    n = int(summary["torchft"]["replicas"]["groups"])
-    points = progress_points(run_dir, n)
+    groups = read_groups(Path(run_dir), int(summary["torchft"]["replicas"]["groups"]))
+    points = {g.group: [(end, int(r["step"]) + 1) for _s, end, r in g.rows_mono() if r["committed"]] for g in groups}
     t0 = min((p[0][0] for p in points.values() if p), default=0.0)
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for g, p in points.items():
         ax.plot([x - t0 for x, _ in p], [y for _, y in p], ".", markersize=2, label=f"group {g}")
-    groups = [read_group(Path(run_dir), g) for g in range(n)]
     for f in sorted((e for gr in groups for e in all_of(gr.events, schema.EVENT_FAULT)), key=mono_s):
         ax.axvline(mono_s(f) - t0, color="red", linestyle="--", linewidth=0.8)
     ax.set_xlabel("seconds since the first committed step (machine monotonic clock)")

@@ -224,6 +224,7 @@ def handle_head_to_head(args: argparse.Namespace, engines: list[str]) -> int:
     if args.faults is None and not args.trace:
         raise cli_common.UsageError("engines head to head run the same failure trace: --faults N or --trace FILE")
     plan = drill_plan(args)
+    drawn = args.faults is not None  # a temporary file the run folders copy, removed at the end
     specs = {}
     try:
         for engine in engines:  # every spec checked before anything runs
@@ -247,8 +248,8 @@ def handle_head_to_head(args: argparse.Namespace, engines: list[str]) -> int:
         trace = runs[engines[0]] / "fault_trace.json"
         comparison = head_to_head.compare(campaign, runs, trace)
     finally:
-        if args.faults is None and plan.trace and Path(plan.trace).name.startswith(".fault_trace-"):
-            Path(plan.trace).unlink(missing_ok=True)  # a drawn trace: each run folder holds its copy
+        if drawn and plan.trace:
+            Path(plan.trace).unlink(missing_ok=True)  # each run folder holds its copy
     from rich.table import Table
 
     table = Table(title="recovery engines head to head (same trace)")

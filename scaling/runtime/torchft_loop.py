@@ -192,9 +192,7 @@ def train_replica_group(spec: RunSpec, ctx: DistContext, run_dir: Path, events: 
             optimizer.step()
             committed_steps += 1
         t_end = time.monotonic()
-        next_step = step + 1 if committed else step
-        if not committed:  # the batch is read again when the step runs again
-            next_step = -1
+        next_step = step + 1 if committed else -1  # an uncommitted step reads its batch again
         recorder.add(step=step, phase=schema.PHASE_WARMUP if step < spec.warmup else schema.PHASE_MEASURED,
                      t_start=t0 - run_start, data_s=t_data - t_quorum, compute_s=t_compute - t_data,
                      optimizer_s=t_end - t_compute, step_s=t_end - t0,
