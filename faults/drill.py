@@ -39,8 +39,8 @@ def check_engine(spec: RunSpec, engine: str) -> None:
     if kind is not None and engine not in kind.engines:
         raise SpecError(f"drill --fault {kind.name} cannot be recovered by the {engine} engine "
                         f"(it can by: {', '.join(kind.engines)})")
-    if spec.nodes > 1 and spec.launcher != "local":
-        raise SpecError(f"multi-node drills run on an emulated cluster (--launcher local), "
+    if spec.nodes > 1 and spec.launcher not in ("local", TORCHFT):
+        raise SpecError(f"multi-node drills run on an emulated cluster (--engine torchrun or torchft), "
                         f"got --launcher {spec.launcher!r}")
 
 
@@ -49,7 +49,8 @@ def run(spec: RunSpec, engine_label: str, mtbf_s: float, draw: dict | None,
     """Run a drill's spec and record it: the run, then the drill's keys merged into its summary."""
     what = "trace" if spec.fault.trace else spec.fault.kind
     outcome = execute(spec, run_dir, observer=observer,
-                      label=f"drill {what} {spec.workload} {spec.parallel} x{spec.nproc}")
+                      label=f"drill {what} {spec.workload} {spec.parallel} "
+                            + (f"{spec.nodes}x{spec.nproc}" if spec.nodes > 1 else f"x{spec.nproc}"))
     return outcome, record(outcome.run_dir, drill_summary(outcome.run_dir, spec, engine_label, mtbf_s, draw))
 
 
@@ -58,7 +59,7 @@ def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
     run_dir = Path(run_dir)
     events = read_events(run_dir / schema.EVENTS) if (run_dir / schema.EVENTS).exists() else []
     if spec.launcher == TORCHFT:  # each replica group keeps its own log
-        events = [e for g in range(spec.nproc) if group_events_path(run_dir, g).exists()
+        events = [e for g in range(spec.world_size) if group_events_path(run_dir, g).exists()
                   for e in read_events(group_events_path(run_dir, g))]
     faults = sorted(all_of(events, schema.EVENT_FAULT), key=mono_s)
     f = spec.fault
@@ -107,11 +108,11 @@ def trace_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
 def restarts(spec: RunSpec, events: list[dict]) -> int:
     """Restarts the engine made: of the job (restart engines), of any replica group (torchft)."""
     attempts = len(all_of(events, schema.EVENT_ATTEMPT))
-    return max(0, attempts - (spec.nproc if spec.launcher == TORCHFT else 1))
+    return max(0, attempts - (spec.world_size if spec.launcher == TORCHFT else 1))
 
 
 def torchft_record(run_dir: Path, spec: RunSpec, drill: dict, mtbf_s: float) -> DrillRecord:
-    figures = torchft_figures(run_dir, spec.nproc, spec.steps)
+    figures = torchft_figures(run_dir, spec.world_size, spec.steps)
     return DrillRecord(drill=drill, recovery=figures["recovery"], checkpoint={}, goodput=figures["goodput"],
                        intervals={"mtbf_s": mtbf_s, "save_s": None, "young_s": None, "daly_s": None},
                        torchft={"replicas": figures["replicas"], "final_state": figures["final_state"],

@@ -105,7 +105,7 @@ def _rank_losses(run_dir: Path, rank: int) -> dict[int, float]:
 
 def compare(campaign_dir: Path, runs: dict[str, Path], trace_file: Path) -> dict:
     """Write the comparison (JSON, markdown, progress plot) of the engines' drills; the comparison."""
-    ft_groups = (read_groups(runs[TORCHFT], int(read_json(runs[TORCHFT] / schema.SUMMARY)["nproc"]))
+    ft_groups = (read_groups(runs[TORCHFT], int(read_json(runs[TORCHFT] / schema.SUMMARY)["world_size"]))
                  if TORCHFT in runs else None)
     rows = [engine_figures(engine, run_dir, ft_groups) for engine, run_dir in runs.items()]
     restart_ok = next((r["engine"] for r in rows if r["engine"] != TORCHFT and r["status"] == "ok"), None)

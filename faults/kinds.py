@@ -102,6 +102,7 @@ class KillNode(FaultKind):
     name = "kill-node"
     summary = "every rank of one node SIGKILLs itself (its agent lives)"
     targets_node = True
+    engines = (*ALL_ENGINES, TORCHFT)  # torchft: on an emulated cluster, where each node is a replica group
 
     def validate(self, spec):
         super().validate(spec)
@@ -126,6 +127,7 @@ class Partition(FaultKind):
     name = "partition"
     summary = "a rank takes its emulated node's link down for --partition-s"
     detect_timeout_s = 10.0
+    engines = (*ALL_ENGINES, TORCHFT)
 
     def validate(self, spec):
         super().validate(spec)

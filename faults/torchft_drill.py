@@ -7,7 +7,8 @@ earlier attempt's rows under samples/attempts/): each row says who took part in 
 (``participants``) and whether it was committed. Per fault:
 
 - detection_s: the fault -> the victim's agent saw its worker fail;
-- restart_s: -> the victim's new process started;
+- restart_s: -> the victim's new process started (none when the victim never died: a partitioned
+  group's collectives time out, it rejoins once its link is back and heals, still the same process);
 - rejoin_s: the fault -> the victim's group back in a quorum, healed (its state loaded from a peer);
   heal_s is that quorum's own time, the state transfer included;
 - stall_s of each healthy group: the time the step in flight at the fault took, until the first
@@ -96,7 +97,8 @@ def fault_recovery(fault: dict, groups: list[GroupFiles], n_groups: int, normal_
            "restart_s": restarted - detected if restarted is not None and detected is not None else None,
            "rejoin_s": mono_s(heal) - at if heal is not None else None,
            "heal_s": float(heal["metadata"]["quorum_s"]) if heal is not None else None,
-           "healed_to_step": int(heal["value"]) if heal is not None else None, "healthy": []}
+           "healed_to_step": int(heal["value"]) if heal is not None else None,
+           "process_restarted": detected is not None, "healthy": []}
     for h in groups:
         if h.group == victim:
             continue
@@ -114,6 +116,8 @@ def fault_recovery(fault: dict, groups: list[GroupFiles], n_groups: int, normal_
     out["lost_steps"] = max((x["lost_steps"] for x in out["healthy"]), default=None)
     if not out["healthy"]:
         out["note"] = "no healthy group was training at the fault: the groups restarted without a live peer"
+    elif detected is None and heal is not None:
+        out["note"] = "the group stayed alive (its collectives timed out), rejoined and healed without a restart"
     return out
 
 
@@ -202,7 +206,9 @@ def torchft_report_body(s: dict) -> list[str]:
              "| fault | group | step | detection | restart | rejoined (healed) after | heal quorum | healed to step "
              "| healthy groups' stall | steps run again |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in s["recovery"]:
-        lines.append(f"| {r['fault']} | {r['group']} | {r['step']} | {_s(r['detection_s'])} | {_s(r['restart_s'])} | "
+        alive = not r.get("process_restarted", True) and r["rejoin_s"] is not None
+        detection, restart = ("none (stayed alive)", "none") if alive else (_s(r["detection_s"]), _s(r["restart_s"]))
+        lines.append(f"| {r['fault']} | {r['group']} | {r['step']} | {detection} | {restart} | "
                      f"{_s(r['rejoin_s'])} | {_s(r['heal_s'])} | {r['healed_to_step'] if r['healed_to_step'] is not None else 'n/a'} | "
                      f"{_s(r['stall_s'])} | {r['lost_steps'] if r['lost_steps'] is not None else 'n/a'} |")
     if not s["recovery"]:

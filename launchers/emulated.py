@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 RDZV_PORT = 29400
 
 
+def uses_cluster(spec: RunSpec) -> bool:
+    """Runs on an emulated cluster: more than one node, or a cluster named explicitly."""
+    return spec.nodes > 1 or bool(spec.launch.cluster)
+
+
 def cluster_name(spec: RunSpec) -> str:
     return spec.launch.cluster or cluster.DEFAULT_NAME
 
@@ -62,7 +67,7 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
         cmd = netns.enter_command(node.netns, node.hostname) + agent_command(multi, run_dir, rank, node.address)
         agents.append(Agent(cmd, env, run_dir / f"failures-node{rank}.json", f"agent-node{rank}.log",
                             node=node.hostname))
-    before = {n.index: netns.link_bytes(n.netns, n.interface) for n in nodes}
+    before = link_counters(nodes)
     try:
         with cluster.in_use(name):
             result = run_agents(agents, run_dir, spec.timeout_s, on_progress)
@@ -70,27 +75,34 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
         result = LaunchResult(False, str(e), 0.0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for n in nodes:  # a partition drill's link is up again, however the launch ended
-            netns.link_up(n.netns, n.interface)
-    after = {n.index: netns.link_bytes(n.netns, n.interface) for n in nodes}
+        links_up(nodes)
     result.facts = {
         **core_facts(threads, spec.nproc * spec.nodes),
         "rdzv_endpoint": endpoint, "run_id": run_id,
-        "emulated_cluster": {"name": state.name, "subnet": state.subnet, "bandwidth": state.bandwidth,
-                             "bandwidth_bps": state.bandwidth_bps, "latency": state.latency,
-                             "physical_host": _physical_host(),
-                             "nodes": [{"node_rank": n.index - 1, "hostname": n.hostname, "address": n.address,
-                                        "netns": n.netns,
-                                        # what went over the node's link during the launch
-                                        "link_tx_bytes": after[n.index][0] - before[n.index][0],
-                                        "link_rx_bytes": after[n.index][1] - before[n.index][1]}
-                                       for n in nodes]},
+        "emulated_cluster": cluster_facts(state, nodes, before),
         "command": [a.cmd for a in agents],
     }
     return result
 
 
-def _physical_host() -> str:
+def link_counters(nodes: list[cluster.Node]) -> dict[int, tuple[int, int]]:
+    return {n.index: netns.link_bytes(n.netns, n.interface) for n in nodes}
+
+
+def links_up(nodes: list[cluster.Node]) -> None:
+    """A partition drill's link is up again, however the launch ended."""
+    for n in nodes:
+        netns.link_up(n.netns, n.interface)
+
+
+def cluster_facts(state: cluster.ClusterState, nodes: list[cluster.Node], before: dict[int, tuple[int, int]]) -> dict:
+    """The run record's description of the emulated cluster, with what went over each node's link
+    since `before` (link_counters at the launch's start)."""
     import socket
 
-    return socket.gethostname()
+    after = link_counters(nodes)
+    return {"name": state.name, "subnet": state.subnet, "bandwidth": state.bandwidth,
+            "bandwidth_bps": state.bandwidth_bps, "latency": state.latency, "physical_host": socket.gethostname(),
+            "nodes": [{"node_rank": n.index - 1, "hostname": n.hostname, "address": n.address, "netns": n.netns,
+                       "link_tx_bytes": after[n.index][0] - before[n.index][0],
+                       "link_rx_bytes": after[n.index][1] - before[n.index][1]} for n in nodes]}

@@ -122,6 +122,14 @@ def require(name: str, nodes: int) -> ClusterState:
     return state
 
 
+def service_address(state: ClusterState) -> tuple[str, int]:
+    """(address, prefix length) of the switch itself: the subnet's last host, never a node's. A
+    cluster-wide service (torchft's Lighthouse) runs there, on no node, so losing or cutting off a
+    node never takes it along."""
+    subnet = ipaddress.ip_network(state.subnet)
+    return str(list(subnet.hosts())[-1]), subnet.prefixlen
+
+
 def _save(state: ClusterState) -> None:
     write_json_atomic(state_path(state.name), state.to_dict())
 

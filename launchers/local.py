@@ -21,11 +21,6 @@ if TYPE_CHECKING:
     from trainscale.scaling.spec import RunSpec
 
 
-def uses_cluster(spec: RunSpec) -> bool:
-    """Runs on an emulated cluster: more than one node, or a cluster named explicitly."""
-    return spec.nodes > 1 or bool(spec.launch.cluster)
-
-
 class LocalLauncher(Launcher):
     name = "local"
     summary = "this machine, one torchrun agent (--nodes N: one agent per emulated node)"
@@ -33,11 +28,11 @@ class LocalLauncher(Launcher):
 
     def validate(self, spec: RunSpec) -> None:
         super().validate(spec)
-        if uses_cluster(spec):
+        if emulated.uses_cluster(spec):
             emulated.validate(spec)
 
     def launch(self, spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = None) -> LaunchResult:
-        if uses_cluster(spec):
+        if emulated.uses_cluster(spec):
             return emulated.launch(spec, run_dir, on_progress)
         threads = threads_per_rank(spec.threads_per_rank, spec.nproc)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=run_dir))  # torchrun leaves files in TMPDIR

@@ -186,6 +186,14 @@ def add_link(node_ns: str, node_if: str, address: str, prefixlen: int, switch_ns
     run("ip", "-n", switch_ns, "link", "set", port, "up")
 
 
+def add_address(ns: str, dev: str, address: str, prefixlen: int) -> None:
+    run("ip", "-n", ns, "addr", "replace", f"{address}/{prefixlen}", "dev", dev)
+
+
+def remove_address(ns: str, dev: str, address: str, prefixlen: int) -> None:
+    run("ip", "-n", ns, "addr", "del", f"{address}/{prefixlen}", "dev", dev, check=False)
+
+
 def link_up(ns: str, dev: str) -> None:
     """Bring a link up (after a partition drill, whatever ended it)."""
     run("ip", "-n", ns, "link", "set", dev, "up", check=False)

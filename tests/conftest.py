@@ -5,7 +5,9 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -30,3 +32,21 @@ def cli():
 @pytest.fixture
 def tiny_resnet():
     return list(TINY_RESNET)
+
+
+@contextmanager
+def emulated_cluster(name: str, state_dir: Path, nodes: int = 2) -> Iterator[dict]:
+    """A real emulated cluster (network namespaces; the test is skipped without root), removed
+    however the test ended. Yields the environment that names its state folder."""
+    from trainscale.launchers import namespaces as netns
+
+    if not netns.has_net_admin():
+        pytest.skip("needs root (network namespaces)")
+    env = {"TRAINSCALE_STATE_DIR": str(state_dir)}
+    up = run_cli("cluster", "up", "--nodes", str(nodes), "--name", name, timeout=120, env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        yield env
+    finally:
+        down = run_cli("cluster", "down", "--name", name, timeout=120, env=env)
+        assert down.returncode == 0, down.stderr

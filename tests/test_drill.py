@@ -288,20 +288,11 @@ def cluster(tmp_path_factory):
     """Two emulated nodes (network namespaces; root only), removed at the end whatever happened."""
     import os
 
-    from trainscale.launchers import namespaces as netns
-    from .conftest import run_cli
+    from .conftest import emulated_cluster
 
-    if not netns.has_net_admin():
-        pytest.skip("needs root (network namespaces)")
     name = f"d{os.getpid() % 100000}"
-    env = {"TRAINSCALE_STATE_DIR": str(tmp_path_factory.mktemp("state"))}
-    up = run_cli("cluster", "up", "--nodes", "2", "--name", name, timeout=120, env=env)
-    try:
-        assert up.returncode == 0, up.stderr
+    with emulated_cluster(name, tmp_path_factory.mktemp("state")) as env:
         yield name, env
-    finally:
-        down = run_cli("cluster", "down", "--name", name, timeout=120, env=env)
-        assert down.returncode == 0, down.stderr
 
 
 def _cluster_drill(cli, cluster, out: Path, *args: str) -> tuple[Path, dict]:

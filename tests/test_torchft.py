@@ -1,6 +1,7 @@
 """The torchft engine for real: a Lighthouse process, two replica groups each under its own torchrun
 agent, faults that kill or break one group while the other trains on, heals over HTTP; and recovery
-engines head to head on one trace (the torchrun elastic agent restoring checkpoints against torchft)."""
+engines head to head on one trace replayed on a 2-node emulated cluster (the torchrun elastic agent
+restoring checkpoints against torchft with one replica group per node)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,35 +63,6 @@ def test_torchft_trace_drill_heals_groups_to_bitwise_equal_parameters(torchft_dr
     assert "bitwise equal" in report and (run_dir / "timeline.png").stat().st_size > 0
 
 
-@pytest.mark.slow
-def test_engines_head_to_head_on_the_replayed_trace(cli, tmp_path, torchft_drill):
-    run_dir, _s = torchft_drill
-    proc = cli("drill", "--engine", "torchrun,torchft", "--trace", str(run_dir / "fault_trace.json"),
-               "--ckpt-every", "8", *RUN, "--out", str(tmp_path), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    campaign = _only_dir(tmp_path)
-    c = read_json(campaign / "comparison.json")
-    assert [e["engine"] for e in c["engines"]] == ["torchrun", "torchft"]
-    restart, ft = c["engines"]
-    assert restart["status"] == ft["status"] == "ok"
-    # The same faults replayed under each engine.
-    for engine in ("torchrun", "torchft"):
-        assert read_json(campaign / engine / "fault_trace.json")["faults"] == \
-            read_json(run_dir / "fault_trace.json")["faults"]
-    assert restart["time_to_target_s"] > 0 and ft["time_to_target_s"] > 0
-    assert restart["steps_with_fewer_replicas"] == 0 and ft["steps_with_fewer_replicas"] > 0
-    assert ft["final_params_bitwise_equal"] is True
-    assert ft["loss_distance"]["reference"] == "torchrun" and ft["loss_distance"]["steps"] == STEPS
-    assert set(restart["badput_s"]) >= {"startup", "checkpoint_save", "recovery", "lost_work"}
-    assert (campaign / "comparison.md").read_text().count("| torchft |") >= 1
-    assert (campaign / "progress.png").stat().st_size > 0
-    # Planning reads the campaign's restart-engine drill; the torchft drill has no restart timeline.
-    from trainscale.analysis.drills import load_drills
-
-    drills = load_drills(campaign)
-    assert [d.path.name for d in drills] == ["torchrun"]
-
-
 @pytest.mark.parametrize("args, message", [
     (["--engine", "bogus", "--fault", "kill-rank"], "unknown engine 'bogus'"),
     (["--engine", "torchrun,torchft", "--fault", "kill-rank"], "same failure trace"),
@@ -98,9 +70,105 @@ def test_engines_head_to_head_on_the_replayed_trace(cli, tmp_path, torchft_drill
     (["--engine", "torchft", "--launcher", "local", "--fault", "kill-rank"], "drop --launcher local"),
     (["--engine", "torchft", "--fault", "kill-rank", "--ckpt-every", "5"], "not from checkpoints"),
     (["--engine", "torchft", "--fault", "hang"], "cannot be recovered by the torchft engine"),
+    (["--engine", "torchft", "--fault", "kill-node"], "no live group to heal from"),
+    (["--engine", "torchft", "--fault", "kill-rank", "--nodes", "2"], "one replica group per node: --nproc 1"),
 ])
 def test_bad_engine_input_is_one_line_exit_2(cli, tmp_path, args, message):
     proc = cli("drill", *args, *RUN, "--out", str(tmp_path))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+# About 30 s under torchft. The faults are 10 s apart: a restarted group takes 3-8 s to heal on a
+# loaded machine, and a partition of the only group training (its peer still restarting) cuts off
+# nobody, so each fault finds both groups in the quorum.
+CLUSTER_STEPS = 900
+CLUSTER_TRACE = {"faults": [{"kind": "kill-node", "at_time_s": 2.0, "node": 1},
+                            {"kind": "partition", "at_time_s": 12.0, "node": 0},
+                            {"kind": "kill-rank", "at_time_s": 22.0, "rank": 1}], "world_size": 2, "nodes": 2}
+
+
+@pytest.fixture(scope="module")
+def two_node_campaign(tmp_path_factory):
+    """torchrun against torchft on a 2-node emulated cluster, one trace with a lost node, a cut link
+    and a killed rank: one replica group per node, the Lighthouse on the cluster's switch."""
+    import json
+    import os
+
+    from .conftest import emulated_cluster, run_cli
+
+    name = f"f{os.getpid() % 100000}"
+    out = tmp_path_factory.mktemp("campaign")
+    trace = out.parent / f"{out.name}-trace.json"
+    trace.write_text(json.dumps(CLUSTER_TRACE))
+    with emulated_cluster(name, tmp_path_factory.mktemp("state")) as env:
+        from trainscale.launchers import emulated_cluster as cluster_mod
+
+        os.environ.update(env)
+        try:
+            state = cluster_mod.load(name)
+        finally:
+            os.environ.pop("TRAINSCALE_STATE_DIR")
+        run = [a if a != "2" or RUN[i - 1] != "--nproc" else "1" for i, a in enumerate(RUN)]
+        run[run.index("--steps") + 1] = str(CLUSTER_STEPS)
+        proc = run_cli("drill", "--engine", "torchrun,torchft", "--trace", str(trace), "--nodes", "2", "--cluster",
+                       name, "--detect-timeout", "3", "--partition-s", "3", "--ckpt-every", "20", *run,
+                       "--out", str(out), timeout=900, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        yield _only_dir(out), state
+
+
+@pytest.mark.slow
+def test_two_node_head_to_head_with_a_lost_node_and_a_cut_link(two_node_campaign):
+    import ipaddress
+    import re
+    import subprocess
+
+    from trainscale.launchers.emulated_cluster import service_address
+
+    campaign, state = two_node_campaign
+    c = read_json(campaign / "comparison.json")
+    assert [e["engine"] for e in c["engines"]] == ["torchrun", "torchft"]
+    assert all(e["status"] == "ok" for e in c["engines"])
+    kinds = [f["kind"] for f in CLUSTER_TRACE["faults"]]
+    for engine in ("torchrun", "torchft"):
+        s = read_json(campaign / engine / "summary.json")
+        assert s["nodes"] == 2 and s["world_size"] == 2
+        assert [f["kind"] for f in s["drill"]["faults"] if f["fired"]] == kinds
+        assert read_json(campaign / engine / "fault_trace.json")["faults"] == CLUSTER_TRACE["faults"]
+        assert [n["node_rank"] for n in s["launch"]["emulated_cluster"]["nodes"]] == [0, 1]
+    restart, ft_row = c["engines"]
+    assert restart["steps_with_fewer_replicas"] == 0 and ft_row["steps_with_fewer_replicas"] > 0
+    assert restart["time_to_target_s"] > 0 and ft_row["time_to_target_s"] > 0
+    assert set(restart["badput_s"]) >= {"startup", "checkpoint_save", "recovery", "lost_work"}
+    assert ft_row["final_params_bitwise_equal"] is True
+    assert ft_row["loss_distance"]["reference"] == "torchrun" and ft_row["loss_distance"]["steps"] == CLUSTER_STEPS
+    assert (campaign / "progress.png").stat().st_size > 0
+    # Planning reads the campaign's restart-engine drill; the torchft drill has no restart timeline.
+    from trainscale.analysis.drills import load_drills
+
+    assert [d.path.name for d in load_drills(campaign)] == ["torchrun"]
+    ft_dir = campaign / "torchft"
+    ft = read_json(ft_dir / "summary.json")
+    assert ft["torchft"]["final_state"]["bitwise_equal"], ft["torchft"]["final_state"]
+    assert ft["torchft"]["replicas"]["committed_steps"] == CLUSTER_STEPS
+    by_kind = {r["fault"]: r for r in ft["recovery"]}
+    assert set(by_kind) == set(kinds)
+    for kind in ("kill-node", "kill-rank"):  # the group's process died: its agent restarted it, it healed
+        r = by_kind[kind]
+        assert r["process_restarted"] and r["rejoin_s"] > 0 and r["healed_to_step"] > r["step"], r
+        assert r["stall_s"] > 0, r
+    # The cut-off group came back once its link was up, its state loaded from the live peer.
+    assert by_kind["partition"]["rejoin_s"] is not None and by_kind["partition"]["healthy"], by_kind["partition"]
+    # Every address torchft served or advertised was a namespace address of the cluster.
+    subnet = ipaddress.ip_network(state.subnet)
+    lighthouse = read_json(ft_dir / "lighthouse.json")["address"]
+    assert re.fullmatch(rf"http://{re.escape(service_address(state)[0])}:\d+", lighthouse), lighthouse
+    peers = re.findall(r"::ffff:([\d.]+) - - \[[^]]*\] \"GET /checkpoint", "".join(
+        p.read_text() for p in (ft_dir / "logs").glob("group-*.log")))
+    assert peers and all(ipaddress.ip_address(a) in subnet for a in peers), peers
+    assert (campaign / "comparison.md").read_text().count("| kill-node |") == 2
+    left = subprocess.run(["pgrep", "-f", str(campaign)], capture_output=True, text=True).stdout.split()
+    assert not left
+

@@ -161,7 +161,8 @@ def handle(args: argparse.Namespace) -> int:
         if summary.get("torchft"):
             console.print(f"{r['fault']} of replica group {r['group']} at step {r['step']}: the healthy groups "
                           f"stalled {drill.fmt_seconds(r['stall_s'])}, the group was back (healed to step "
-                          f"{r['healed_to_step']}) after {drill.fmt_seconds(r['rejoin_s'])}")
+                          f"{r['healed_to_step']}) after {drill.fmt_seconds(r['rejoin_s'])}"
+                          + ("" if r.get("process_restarted", True) else " without a restart"))
             continue
         console.print(f"recovery from {r['fault']} at step {r['step']}: detection {drill.fmt_seconds(r['detection_s'])}, "
                       f"total {drill.fmt_seconds(r['total_s'])} (resumed at step {r.get('resumed_step')})")

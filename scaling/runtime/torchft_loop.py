@@ -159,7 +159,8 @@ def train_replica_group(spec: RunSpec, ctx: DistContext, run_dir: Path, events: 
     events.event(mlc.SEED, spec.seed)
 
     run_start = events.start(mlc.RUN_START, metadata={"replica_group": group, "attempt": restart_count()})
-    faults = FaultInjector(spec.fault, group, run_start, group_events_path(run_dir, group))
+    node = group if spec.nodes > 1 else 0  # on an emulated cluster group G runs on node G
+    faults = FaultInjector(spec.fault, group, run_start, group_events_path(run_dir, group), node_rank=node)
     recorder = SampleRecorder(run_dir, group, COLUMNS)
     recorder.FLUSH_EVERY = 1  # a killed group's rows up to its fault are the drill's evidence
     progress = ProgressFile(run_dir, group == 0, spec.steps)
