@@ -73,7 +73,7 @@ def find_drills(folder: Path) -> list[Path]:
                   if not any(part.startswith(".") for part in p.relative_to(folder).parts) and is_drill(p.parent))
 
 
-def _number(d: dict, key: str, where: str, allow_none: bool = False) -> float | None:
+def checked_number(d: dict, key: str, where: str, allow_none: bool = False) -> float | None:
     v = d.get(key)
     if v is None and allow_none:
         return None
@@ -101,7 +101,7 @@ def load_drill(run_dir: Path) -> Drill:
             raise DrillError(f"{where}: recovery[{i}] must be an object")
         if r.get("cut_short") is True:  # a trace drill's recovery that the next fault interrupted: not timed
             continue
-        timed.append({k: _number(r, k, f"{where} recovery[{i}]") for k in RECOVERY_KEYS})
+        timed.append({k: checked_number(r, k, f"{where} recovery[{i}]") for k in RECOVERY_KEYS})
     ckpt = s.get("checkpoint") or {}
     if not isinstance(ckpt, dict):
         raise DrillError(f"{where}: 'checkpoint' must be an object")
@@ -109,16 +109,16 @@ def load_drill(run_dir: Path) -> Drill:
     if not isinstance(samples, list):
         raise DrillError(f"{where}: checkpoint.save_s_samples must be a list")
     for i, v in enumerate(samples):
-        _number({"v": v}, "v", f"{where} checkpoint.save_s_samples[{i}]")
+        checked_number({"v": v}, "v", f"{where} checkpoint.save_s_samples[{i}]")
     goodput = s.get("goodput") or {}
     return Drill(path=run_dir, fault=str(drill.get("fault")), engine=str(drill.get("engine")),
                  recovery=timed,
-                 save_s_mean=_number(ckpt, "save_s_mean", f"{where} checkpoint", allow_none=True),
+                 save_s_mean=checked_number(ckpt, "save_s_mean", f"{where} checkpoint", allow_none=True),
                  save_s_samples=[float(v) for v in samples],
                  checkpoint_bytes=int(ckpt["bytes"]) if ckpt.get("bytes") is not None else None,
                  every_steps=int(ckpt["every_steps"]) if ckpt.get("every_steps") is not None else None,
                  async_checkpoint=bool(ckpt.get("async", False)),
-                 ettr=_number(goodput, "ettr", f"{where} goodput", allow_none=True),
+                 ettr=checked_number(goodput, "ettr", f"{where} goodput", allow_none=True),
                  badput_s=goodput.get("badput_s"))
 
 

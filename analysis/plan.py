@@ -25,6 +25,9 @@ import numpy as np
 from trainscale.scaling.results import schema
 from trainscale.analysis.collectives import CollectiveModel
 from trainscale.analysis.drills import FailureInputs
+from trainscale.analysis.engine_goodput import (LLAMA3_GPU_FAILURES_PER_DAY, EngineCosts, EngineRow, compare_engines,
+                                                rate_basis)
+from trainscale.analysis.engine_goodput import markdown as engines_markdown
 from trainscale.analysis.models import (MEASURED, LawFit, ModelError, ScalingData, StepTimeModel, Validation,
                      fit_laws, fit_step_model, validate)
 from trainscale.analysis.reliability import DALY, expected_goodput, job_mtbf_s
@@ -52,6 +55,8 @@ class PlanInputs:
     comm_source: str | None = None
     link_bandwidth: str | None = None  # e.g. "100mbit": collectives as a ring over links of that rate
     drills_source: str | None = None
+    engines: list[EngineCosts] = field(default_factory=list)  # each recovery engine's costs, from --drills
+    gpu_failures_per_day: float = LLAMA3_GPU_FAILURES_PER_DAY  # the engines' projection, without --mtbf-hours
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +110,7 @@ class Plan:
     threshold_nodes: int | None  # first planned node count whose efficiency is below the threshold
     warnings: list[str] = field(default_factory=list)
     plots: dict[str, Path] = field(default_factory=dict)
+    engines: list[EngineRow] = field(default_factory=list)  # modelled goodput per recovery engine and size
 
     def to_dict(self) -> dict:
         return {
@@ -117,6 +123,8 @@ class Plan:
             "rows": [asdict(r) for r in self.rows], "best": asdict(self.best) if self.best else None,
             "best_reason": self.best_reason, "threshold_nodes": self.threshold_nodes, "warnings": self.warnings,
             "plots": {k: str(v) for k, v in self.plots.items()},
+            "engines": {"rate": rate_basis(self.inputs.gpu_failures_per_day, self.inputs.node_mtbf_hours),
+                        "rows": [asdict(r) for r in self.engines]} if self.engines else None,
             "labels": "measured: a world size that was run; fitted: predicted inside the fitted world sizes; "
                       "extrapolated: predicted outside them. Goodput, wall time and cost are modelled.",
         }
@@ -203,6 +211,9 @@ def build_plan(report, data: ScalingData, inputs: PlanInputs, comm_model: Collec
                 measured_worlds=data.worlds,
                 measured_throughput={s.world_size: s.throughput for s in data.sizes}, target_samples=target, target_basis=target_basis, model=model,
                 laws=laws, validation=validation, rows=rows, best=best, best_reason=reason, threshold_nodes=threshold)
+    if inputs.engines:
+        plan.engines = compare_engines(inputs.engines, inputs.nodes, inputs.gpus_per_node,
+                                       inputs.gpu_failures_per_day, inputs.node_mtbf_hours)
     plan.warnings = _warnings(plan, report, data)
     return plan
 
@@ -371,6 +382,8 @@ def to_markdown(plan: Plan, image_names: dict[str, str] | None = None) -> str:
               + (f"efficiency falls below it from {plan.threshold_nodes} node(s) on." if plan.threshold_nodes
                  else "every planned node count stays above it."),
               f"Recommendation: {f'{plan.best.nodes} node(s)' if plan.best else 'none'} ({plan.best_reason})."]
+    if plan.engines:
+        lines += [""] + engines_markdown(i.engines, plan.engines, rate_basis(i.gpu_failures_per_day, i.node_mtbf_hours))
     if plan.validation:
         lines += ["", "## Model validation", "", f"Fitted on world sizes {', '.join(map(str, plan.validation.fitted_worlds))}; "
                   "predicted the larger measured ones.", "",

@@ -76,3 +76,12 @@ def write_drill(folder: Path, recoveries: list[dict], save_samples: list[float],
                        "bytes": 3 * 2**20, "every_steps": 10, "async": False},
         "goodput": {"ettr": 0.9, "badput_s": badput or {"restart": 5.0, "lost_work": 2.0}}}))
     return folder
+
+
+def write_torchft_drill(folder: Path, recoveries: list[dict], groups: int = 2) -> Path:
+    """A torchft drill's summary.json: per fault the healthy groups' stall and the victim's return."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / schema.SUMMARY).write_text(json.dumps({
+        "status": "ok", "drill": {"fault": "trace", "engine": "torchft (Lighthouse quorum)", "launcher": "torchft"},
+        "recovery": recoveries, "torchft": {"replicas": {"groups": groups}}, "goodput": {"ettr": 0.5}}))
+    return folder

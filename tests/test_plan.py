@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_json, run_cli
-from tests.handmade_results import write_drill, write_sweep
+from tests.handmade_results import write_drill, write_sweep, write_torchft_drill
 from trainscale.analysis.drills import DrillError, failure_inputs, load_drills
 from trainscale.analysis.models import scaling_data
 from trainscale.analysis.plan import PlanInputs, PlanError, build_plan
@@ -86,6 +86,64 @@ def test_plan_goodput_with_failures_from_drills(tmp_path: Path, sweep: Path):
     assert row.expected_hours == pytest.approx(row.train_hours / goodput)
 
 
+def _engine_campaign(folder: Path) -> Path:
+    """torchrun: restart R = 10 s, save 1 s; torchft: stall S = 30 s, back after J = 60 s (made slow, so
+    that the engines cross over: torchft's cost per failure is larger, torchrun's checkpoints cost more
+    the rarer the failures)."""
+    rec = {"detection_s": 1.0, "restart_s": 6.0, "rendezvous_s": 2.0, "restore_s": 1.0, "lost_work_s": 3.0,
+           "total_s": 13.0}
+    write_drill(folder / "torchrun", [rec, {**rec, "cut_short": True}], [1.0])
+    write_torchft_drill(folder / "torchft", [{"stall_s": 20.0, "rejoin_s": 50.0}, {"stall_s": 40.0, "rejoin_s": 70.0},
+                                             {"stall_s": None, "rejoin_s": None}])
+    return folder
+
+
+def test_engine_goodput_per_size_names_the_better_engine(tmp_path: Path, sweep: Path):
+    from trainscale.analysis.engine_goodput import LLAMA3_GPU_FAILURES_PER_DAY, engine_costs
+    from trainscale.analysis.reliability import expected_goodput
+
+    costs = {c.engine: c for c in engine_costs(_engine_campaign(tmp_path / "campaign"))}
+    assert costs["torchrun"].restart_s == pytest.approx(10.0) and costs["torchrun"].save_s == pytest.approx(1.0)
+    assert costs["torchft"].stall_s == pytest.approx(30.0) and costs["torchft"].rejoin_s == pytest.approx(60.0)
+    assert costs["torchft"].faults == 2  # the fault with no healthy group training is left out
+    assert LLAMA3_GPU_FAILURES_PER_DAY * 16384 == pytest.approx(419 / 54)  # 7.76 a day per 16,384 GPUs
+    rate = 1.0  # failures per GPU-day: a job MTBF of 12 h at 2 GPUs, 21 s at 4096
+    plan = _plan(sweep, nodes=[1, 2, 64, 4096], gpus_per_node=1, engines=list(costs.values()),
+                 gpu_failures_per_day=rate)
+    rows = {r.nodes: r for r in plan.engines}
+    for n, row in rows.items():
+        m = 86400 / (n * rate)
+        assert row.job_mtbf_hours == pytest.approx(m / 3600)
+        assert row.goodput["torchrun"] == pytest.approx(expected_goodput(m, 1.0, 10.0).goodput)
+        if n > 1:
+            assert row.goodput["torchft"] == pytest.approx(math.exp(-(30.0 + 60.0 / n) / m))
+    assert rows[1].goodput["torchft"] is None and rows[1].better == "torchrun"  # one group: no peer to heal from
+    # Rare failures: torchrun's checkpoints cost more than torchft's slow recoveries (0.9549 vs 0.9773)...
+    assert rows[64].better == "torchft" and rows[64].goodput["torchft"] > rows[64].goodput["torchrun"]
+    # ...frequent ones: torchft's 30 s stall per failure costs more (0.4499 vs 0.2410).
+    assert rows[4096].better == "torchrun" and rows[4096].goodput["torchrun"] > rows[4096].goodput["torchft"]
+    # The main table keeps its own failure model (only with --mtbf-hours); the engines' is separate.
+    assert all(r.goodput is None for r in plan.rows)
+
+
+@pytest.mark.slow
+def test_plan_cli_projects_each_engine_of_a_campaign(tmp_path: Path, sweep: Path):
+    campaign = _engine_campaign(tmp_path / "campaign")
+    out = tmp_path / "plan"
+    p = run_cli("plan", str(sweep), "--nodes", "2,64,4096", "--drills", str(campaign), "--gpu-failures-per-day", "1",
+                "--out", str(out), timeout=180)
+    assert p.returncode == 0, p.stderr
+    engines = read_json(out / "plan.json")["engines"]
+    assert [r["better"] for r in engines["rows"]] == ["torchft", "torchft", "torchrun"]
+    assert "1 failures per GPU-day" in engines["rate"]
+    md = (out / "plan.md").read_text()
+    assert "## Recovery engines" in md and "| 4096 | 4096 |" in md and "torchft goodput" in md
+    assert "recovery engines: modelled goodput" in p.stdout + p.stderr
+    default = run_cli("plan", str(sweep), "--nodes", "16384", "--drills", str(campaign), "--json", timeout=180)
+    assert default.returncode == 0, default.stderr
+    assert "7.76 a day per 16,384 GPUs" in read_json(sweep / "plan" / "plan.json")["engines"]["rate"]
+
+
 def test_drills_that_break_the_contract_are_refused(tmp_path: Path):
     write_drill(tmp_path / "d", [{"detection_s": 1.0, "restart_s": 1.0, "rendezvous_s": 1.0, "restore_s": 1.0,
                                   "lost_work_s": 1.0}], [1.0])  # no total_s
@@ -124,6 +182,9 @@ def test_plan_cli_writes_the_plan(tmp_path: Path, sweep: Path):
     (["--nodes", "4", "--efficiency-threshold", "1.5"], "--efficiency-threshold must be in (0, 1], got 1.5"),
     (["--nodes", "4", "--target-accuracy"], "--target-accuracy needs time-to-accuracy runs"),
     (["--nodes", "4", "--drills", "/nonexistent-drills"], "--drills folder not found: /nonexistent-drills"),
+    (["--nodes", "4", "--gpu-failures-per-day", "0.1"], "--gpu-failures-per-day projects the recovery engines"),
+    (["--nodes", "4", "--gpu-failures-per-day", "nan"], "nan"),
+    (["--nodes", "4", "--gpu-failures-per-day", "-1"], "--gpu-failures-per-day must be positive, got -1"),
 ])
 def test_plan_bad_input(tmp_path: Path, sweep: Path, args: list[str], message: str):
     out = tmp_path / "plan"

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from trainscale.analysis.engine_goodput import LLAMA3_GPU_FAILURES_PER_DAY
 from trainscale.scaling.cli import common as cli_common
 from trainscale.scaling.cli.common import UsageError
 from trainscale.scaling.cli.progress import console
@@ -19,7 +20,11 @@ that world size was run), time to train, node-hours and cost, and with --mtbf-ho
 goodput under failures (job MTBF = node MTBF / nodes; checkpoint interval from Daly's formula, or
 Young's with --interval young; restart and save times from --drills or --restart-s/--ckpt-save-s).
 Marks the node count with the lowest cost meeting --deadline-hours, where efficiency falls below
---efficiency-threshold, and the time-vs-cost Pareto frontier. Writes plan.json, plan.md and plots
+--efficiency-threshold, and the time-vs-cost Pareto frontier. With --drills of several recovery engines
+(an engines head-to-head campaign: torchrun, ray, slurm, torchft), each engine's measured recovery
+costs give its modelled goodput per node count under a per-GPU failure rate (--gpu-failures-per-day,
+default Llama 3's 419 interruptions in 54 days on 16,384 GPUs; the node MTBF with --mtbf-hours), and
+the better engine is named per size. Writes plan.json, plan.md and plots
 into --out (default RESULTS/plan); `trainscale report RESULTS --html FILE` includes the plan.
 Model validation (with 3 or more measured world sizes): the model is also fitted on all but the largest
 measured world size and predicts the largest; the error is reported (and, with --comm or
@@ -53,6 +58,9 @@ def register(sub) -> None:
                       help="instead of --comm: a network of known link rate per direction (e.g. 100mbit, 25gbit; "
                            "a shaped emulated link or the planned cluster's NICs): collectives as a ring over it")
     p.add_argument("--drills", help="drill results (trainscale drill): restart and checkpoint-save times")
+    p.add_argument("--gpu-failures-per-day", dest="gpu_rate", type=cli_common.finite_float,
+                   help="failures per GPU per day for the recovery engines' projection (default "
+                        f"{LLAMA3_GPU_FAILURES_PER_DAY:.3g}: 419 in 54 days on 16,384 GPUs)")
     p.add_argument("--restart-s", dest="restart_s", type=cli_common.finite_float,
                    help="restart time per failure in seconds (detection to restored), without --drills")
     p.add_argument("--ckpt-save-s", dest="save_s", type=cli_common.finite_float, help="checkpoint save time in seconds, without --drills")
@@ -80,6 +88,11 @@ def check_args(args: argparse.Namespace) -> list[int]:
     _positive("--cost-per-node-hour", args.cost, allow_zero=True)
     _positive("--mtbf-hours", args.mtbf)
     _positive("--target-samples", args.target_samples)
+    _positive("--gpu-failures-per-day", args.gpu_rate)
+    if args.gpu_rate is not None and not args.drills:
+        raise UsageError("--gpu-failures-per-day projects the recovery engines of --drills: give --drills")
+    if args.gpu_rate is not None and args.mtbf is not None:
+        raise UsageError("--gpu-failures-per-day and --mtbf-hours are two failure rates: give one")
     _positive("--restart-s", args.restart_s, allow_zero=True)
     _positive("--ckpt-save-s", args.save_s, allow_zero=True)
     _positive("--deadline-hours", args.deadline)
@@ -133,10 +146,15 @@ def load_inputs(args: argparse.Namespace, nodes: list[int]):
             comm_model = link_model(parse_rate(args.link) / 8)
         except SpecError:
             raise UsageError(f"--link-bandwidth must look like 100mbit or 25gbit, got {args.link!r}") from None
-    failures = None
+    failures, engines = None, []
     if args.drills:
+        from trainscale.analysis.engine_goodput import TORCHFT, engine_costs
+
         try:
-            failures = failure_inputs(load_drills(Path(args.drills)))
+            engines = engine_costs(Path(args.drills))
+            # The main table's failure model is the restart engines' (torchft has no checkpoint cadence).
+            if args.mtbf is not None or any(c.engine != TORCHFT for c in engines):
+                failures = failure_inputs(load_drills(Path(args.drills)))
         except DrillError as e:
             raise UsageError(f"--drills: {e}") from None
     elif args.restart_s is not None:
@@ -147,7 +165,8 @@ def load_inputs(args: argparse.Namespace, nodes: list[int]):
                         target_accuracy=args.target_accuracy, deadline_hours=args.deadline,
                         efficiency_threshold=args.threshold, interval_method=args.interval, failures=failures,
                         comm_source=str(Path(args.comm).resolve()) if args.comm else None, link_bandwidth=args.link,
-                        drills_source=str(Path(args.drills).resolve()) if args.drills else None)
+                        drills_source=str(Path(args.drills).resolve()) if args.drills else None, engines=engines,
+                        gpu_failures_per_day=args.gpu_rate or LLAMA3_GPU_FAILURES_PER_DAY)
     return report, data, comm_model, inputs
 
 

@@ -66,8 +66,22 @@ def print_plan(plan: Plan, console) -> None:
                          f"{p.predicted_comm_s * 1e3:.1f} ms ({p.comm_error_pct:+.1f}%)")
             console.print(line)
     console.print(f"recommendation: {f'{plan.best.nodes} node(s)' if plan.best else 'none'} ({plan.best_reason})")
+    if plan.engines:
+        console.print(engines_table(plan))
     for w in plan.warnings:
         console.print(styled("warning:", "yellow", f" {w}"))
+
+
+def engines_table(plan: Plan) -> Table:
+    """Modelled goodput per recovery engine and planned size (analysis/engine_goodput.py)."""
+    engines = [c.engine for c in plan.inputs.engines]
+    t = Table(title="recovery engines: modelled goodput under failures")
+    for col in ("nodes", "GPUs", "job MTBF h", *engines, "better"):
+        t.add_column(col, justify="right")
+    for r in plan.engines:
+        t.add_row(str(r.nodes), str(r.gpus), f"{r.job_mtbf_hours:.3g}",
+                  *["n/a (one group)" if r.goodput[e] is None else f"{r.goodput[e]:.6f}" for e in engines], r.better)
+    return t
 
 
 def tta_table(sec: TTASection) -> Table:
