@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 LIGHTHOUSE_FILE = "lighthouse.json"
 LIGHTHOUSE_START_S = 60.0
-HEARTBEAT_TIMEOUT_MS = 1000  # how soon the Lighthouse drops a dead group from the quorum: the survivors' stall
+HEARTBEAT_TIMEOUT_MS = 500  # how soon the Lighthouse drops a dead group from the quorum: the survivors' stall
 ADDRESS = "127.0.0.1"
 
 
