@@ -15,7 +15,10 @@ Restore walks complete checkpoints newest first; one whose files do not match th
 (truncated, missing) or that fails to load is skipped, and the fallback is recorded.
 
 Model and optimizer state go through ``get_state_dict``/``set_state_dict``, so DDP and FSDP (DTensor
-shards) save and load the same way; asynchronous saves use ``dcp.async_save`` (the state is staged
+shards) save and load the same way. The optimizer's state is flattened to one key per parameter
+(``param_groups.<fqn>.lr``, ``state.<fqn>.exp_avg``): pipeline stages hold different parameters, and a
+nested ``param_groups`` list, the same key on every rank, would be written once for all of them (a
+restored stage then lost its own hyperparameters, AdamW's betas among them); asynchronous saves use ``dcp.async_save`` (the state is staged
 to CPU copies before the call returns) on a separate gloo group, so the background write's
 collectives never interleave with training's.
 """
@@ -36,11 +39,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from trainscale.scaling.results.files import read_json, write_json_atomic
 
 MARKER = "COMPLETE"
+STATE_DICT_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
 _STEP_DIR = re.compile(r"^step(\d{8})$")
 
 
@@ -157,12 +161,13 @@ def load_any_world(path: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     saved_world, world, rank = marker.get("world_size"), dist.get_world_size(), dist.get_rank()
     t0 = time.monotonic()
     payload = torch.load(path / rank_state_name(0), weights_only=False)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=STATE_DICT_OPTIONS)
     state = {"model": model_sd, "optim": optim_sd}
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=STATE_DICT_OPTIONS)
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     same_world = saved_world == world
@@ -261,7 +266,7 @@ class Checkpointer:
     # -- state ------------------------------------------------------------------------------
 
     def _dcp_state(self) -> dict[str, Any]:
-        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer, options=STATE_DICT_OPTIONS)
         state = {"model": model_sd, "optim": optim_sd}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
@@ -364,7 +369,7 @@ class Checkpointer:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
             if ok.item() == 1:
                 set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                               optim_state_dict=state["optim"])
+                               optim_state_dict=state["optim"], options=STATE_DICT_OPTIONS)
                 if self.scheduler is not None:
                     self.scheduler.load_state_dict(state["scheduler"])
                 set_rng_state(payload["rng"])

@@ -21,6 +21,12 @@ RUN = ["--workload", "gpt", "--set", "model.preset=tiny", "--nproc", "2", "--ste
 CONTRACT = {"drill": {"fault", "engine"},
             "checkpoint": {"save_s_mean", "save_s_samples", "bytes", "every_steps", "async"},
             "goodput": {"ettr", "badput_s"}}
+UNTIED = ["--set", "model.tie_embeddings=false"]  # pp: a tied embedding would span the first and last stage
+LAYOUTS = {"ddp": ["--parallel", "ddp"], "fsdp": ["--parallel", "fsdp"], "tp": ["--parallel", "tp"],
+           "pp": ["--parallel", "pp", *UNTIED],
+           # The 2D layouts, on 4 ranks: FSDP2 over dp around tensor-parallel or pipeline-stage modules.
+           "dp2xtp2": ["--parallel", "tp", "--nproc", "4", "--dp", "2"],
+           "dp2xpp2": ["--parallel", "pp", "--nproc", "4", "--dp", "2", *UNTIED]}
 RECOVERY_KEYS = {"detection_s", "restart_s", "rendezvous_s", "restore_s", "lost_work_s", "total_s"}
 
 
@@ -67,18 +73,18 @@ def _keys(d, prefix=""):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """Uninterrupted runs (checkpoints every 4 steps and after the last): one per strategy, made on use."""
+    """Uninterrupted runs (checkpoints every 4 steps and after the last): one per layout, made on use."""
     made: dict[str, Path] = {}
 
-    def get(parallel: str) -> Path:
-        if parallel not in made:
+    def get(layout: str) -> Path:
+        if layout not in made:
             from .conftest import run_cli
 
-            out = tmp_path_factory.mktemp(f"ref-{parallel}")
-            proc = run_cli("run", *RUN, "--parallel", parallel, "--out", str(out), "--set", "checkpoint.every_steps=4",
+            out = tmp_path_factory.mktemp(f"ref-{layout}")
+            proc = run_cli("run", *RUN, *LAYOUTS[layout], "--out", str(out), "--set", "checkpoint.every_steps=4",
                            "--set", "comm.no_sync_steps=0", timeout=300)
-            made[parallel] = _run_dir(proc, out)
-        return made[parallel]
+            made[layout] = _run_dir(proc, out)
+        return made[layout]
 
     return get
 
@@ -112,14 +118,14 @@ def _check_recovered(summary: dict, fault: str, step: int, resumed: int) -> dict
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp", "tp"])
-def test_kill_rank_recovers_from_checkpoint_with_nothing_lost(cli, tmp_path, reference, parallel):
-    run_dir, summary = _drill(cli, tmp_path / "drill", "--parallel", parallel, "--fault", "kill-rank",
-                              "--at-step", "7", "--ckpt-every", "4", "--rank", "1")
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_kill_rank_recovers_from_checkpoint_with_nothing_lost(cli, tmp_path, reference, layout):
+    run_dir, summary = _drill(cli, tmp_path / "drill", *LAYOUTS[layout], "--fault", "kill-rank", "--at-step", "7",
+                              "--ckpt-every", "4", "--rank", "1")
     _check_recovered(summary, "kill-rank", 7, 4)
     # The attempt that died kept its samples; the final samples start at the restored step.
     assert (run_dir / "samples" / "attempts" / "rank00000-attempt0.csv").is_file()
-    ref = reference(parallel)
+    ref = reference(layout)
     got, want = _state(run_dir, STEPS, tmp_path), _state(ref, STEPS, tmp_path)
     assert _has_optimizer_state(want)
     _assert_bitwise_equal(got, want)
@@ -236,8 +242,7 @@ def test_fault_trace_is_drawn_from_the_seed_with_the_published_mix():
     (["--faults", "2", "--mtbf-s", "0"], "--mtbf-s must be positive, got 0"),
     (["--fault", "kill-rank", "--fault-mix", "kill-rank=1"], "--fault-mix weights a drawn trace"),
     (["--fault", "ckpt-corrupt", "--at-step", "5", "--set", "checkpoint.keep=1"], "checkpoint.keep >= 2"),
-    (["--fault", "kill-rank", "--parallel", "pp", "--set", "model.tie_embeddings=false"],
-     "checkpointing supports --parallel ddp, fsdp, tp, got 'pp'"),
+    (["--fault", "kill-rank", "--parallel", "zero1"], "checkpointing supports --parallel ddp, fsdp, tp, pp, got 'zero1'"),
 ])
 def test_bad_drill_input_is_one_line_exit_2(cli, tmp_path, args, message):
     proc = cli("drill", *RUN, "--out", str(tmp_path), *args, timeout=120)

@@ -34,6 +34,7 @@ class PipelineStrategy(Strategy):
     dims = ("dp", "pp")
     workload_split = "pp"
     extra_sample_columns = ("busy_s",)
+    checkpoints = True  # each stage saves its own parameters (original names) and flattened optimizer state
 
     def validate(self, spec: RunSpec) -> Degrees:
         degrees = super().validate(spec)
