@@ -32,7 +32,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -116,7 +116,10 @@ def newest_complete(root: Path) -> Path | None:
 
 
 def file_sizes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != MARKER}
+    """Every file under folder (its path relative to folder) with its size, the marker left out."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MARKER}
 
 
 def verify(path: Path) -> str | None:
@@ -151,25 +154,32 @@ def checkpoint_to_resume(path: Path) -> Path:
 
 
 def load_any_world(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   scheduler: Any | None = None) -> dict:
+                   scheduler: Any | None = None, native: NativeState | None = None) -> dict:
     """Load a complete checkpoint written at any world size into this run's model and optimizer (DCP
     reshards: FSDP's DTensor shards are re-cut for this mesh, DDP's replicated tensors load whole on
     every rank). Every rank reads rank 0's per-rank file for the data position; its own RNG state is
     restored only at the same world size (a different one cannot continue the same random streams).
-    Returns what was done, for the run's record."""
+    An engine's own checkpoint (``native``) loads at its own world size only. Returns what was done,
+    for the run's record."""
     marker = read_json(path / MARKER)
     saved_world, world, rank = marker.get("world_size"), dist.get_world_size(), dist.get_rank()
     t0 = time.monotonic()
     payload = torch.load(path / rank_state_name(0), weights_only=False)
-    model_sd, optim_sd = get_state_dict(model, optimizer, options=STATE_DICT_OPTIONS)
-    state = {"model": model_sd, "optim": optim_sd}
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                   options=STATE_DICT_OPTIONS)
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
+    if native is not None:
+        if saved_world != world:
+            raise ValueError(f"{path}: written at world size {saved_world} by the strategy's own engine "
+                             f"(DeepSpeed), which loads it at that world size only, not at {world}")
+        native.load_state(path)
+    else:
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=STATE_DICT_OPTIONS)
+        state = {"model": model_sd, "optim": optim_sd}
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        dcp.load(state, checkpoint_id=str(path))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=STATE_DICT_OPTIONS)
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
     same_world = saved_world == world
     if same_world:
         set_rng_state(torch.load(path / rank_state_name(rank), weights_only=False)["rng"])
@@ -245,15 +255,28 @@ def default_write_threads() -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+class NativeState(Protocol):
+    """A strategy whose engine saves and loads its own state (DeepSpeed ZeRO's partitions), in
+    place of DCP: every rank calls both, with the same folder."""
+
+    def save_state(self, folder: Path) -> None: ...
+
+    def load_state(self, folder: Path) -> None: ...
+
+
 class Checkpointer:
     """Saves and restores one rank's part of a run's checkpoints. Every rank of the job constructs
-    it (the async group is a collective) and calls save/restore/wait at the same steps."""
+    it (the async group is a collective) and calls save/restore/wait at the same steps. With
+    ``native`` the model and optimizer state are the engine's own files (synchronous saves only),
+    inside the same folder, marker and atomic rename."""
 
     def __init__(self, root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any | None = None, async_save: bool = False, keep: int = 2,
-                 write_threads: int = 0) -> None:
+                 write_threads: int = 0, native: NativeState | None = None) -> None:
+        if native is not None and async_save:
+            raise ValueError("asynchronous saves go through DCP; an engine's own checkpoints are synchronous")
         self.root = Path(root)
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.model, self.optimizer, self.scheduler, self.native = model, optimizer, scheduler, native
         self.async_save, self.keep = async_save, keep
         self.write_threads = write_threads or default_write_threads()
         self.rank = dist.get_rank()
@@ -287,6 +310,14 @@ class Checkpointer:
         dist.barrier()
         torch.save({"step": step, "rng": rng_state(), "loader": loader or {}}, tmp / rank_state_name(self.rank))
         t1 = time.monotonic()
+        if self.native is not None:
+            self.native.save_state(tmp)
+            record = SaveRecord(step, self.root / step_dir_name(step), 0.0,
+                                phases={"prepare_s": t1 - t0, "engine_save_s": time.monotonic() - t1})
+            dist.barrier()  # every rank's files are written before rank 0 marks the checkpoint complete
+            self._finish(record, tmp, t0, {})
+            record.blocking_s = record.total_s or 0.0
+            return record
         state = self._dcp_state()
         t2 = time.monotonic()
         record = SaveRecord(step, self.root / step_dir_name(step), 0.0,
@@ -300,7 +331,7 @@ class Checkpointer:
         else:
             dcp.save(state, storage_writer=writer)
             record.phases["dcp_save_s"] = time.monotonic() - t2
-            self._finish(record, tmp, t0, writer)
+            self._finish(record, tmp, t0, writer.phases)
             record.blocking_s = record.total_s or 0.0
         return record
 
@@ -319,13 +350,13 @@ class Checkpointer:
         future, record, t0, writer = self._pending
         self._pending = None
         future.result()  # raises if the background write failed
-        self._finish(record, self.root / f".tmp-{step_dir_name(record.step)}", t0, writer)
+        self._finish(record, self.root / f".tmp-{step_dir_name(record.step)}", t0, writer.phases)
 
-    def _finish(self, record: SaveRecord, tmp: Path, t0: float, writer: TimedWriter) -> None:
+    def _finish(self, record: SaveRecord, tmp: Path, t0: float, write_phases: dict[str, float]) -> None:
         """Rank 0 makes the checkpoint complete: marker, then the atomic rename. DCP's metadata
         (written after every rank's data) exists by now, and so do the per-rank files (written
         before each rank entered the save's collectives)."""
-        record.phases.update(writer.phases)
+        record.phases.update(write_phases)
         t_finish = time.monotonic()
         if self.rank == 0:
             sizes = file_sizes(tmp)
@@ -360,18 +391,22 @@ class Checkpointer:
             if reason is None:
                 try:
                     payload = torch.load(path / rank_state_name(self.rank), weights_only=False)
-                    state = self._dcp_state()
-                    dcp.load(state, checkpoint_id=str(path))
+                    if self.native is not None:
+                        self.native.load_state(path)
+                    else:
+                        state = self._dcp_state()
+                        dcp.load(state, checkpoint_id=str(path))
                 except Exception as e:  # noqa: BLE001 - any load failure means: try the one before
                     reason = f"load failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             # Ranks decide together: a checkpoint is used only if it loaded on every rank.
             ok = torch.tensor([0 if reason else 1], dtype=torch.int32)
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
             if ok.item() == 1:
-                set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                               optim_state_dict=state["optim"], options=STATE_DICT_OPTIONS)
-                if self.scheduler is not None:
-                    self.scheduler.load_state_dict(state["scheduler"])
+                if self.native is None:
+                    set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                                   optim_state_dict=state["optim"], options=STATE_DICT_OPTIONS)
+                    if self.scheduler is not None:
+                        self.scheduler.load_state_dict(state["scheduler"])
                 set_rng_state(payload["rng"])
                 chosen = (step, path)
                 break

@@ -112,3 +112,6 @@ def check_capabilities(spec: RunSpec, strategy: Strategy) -> None:
                         f"(torch.compile applies to {able('whole_model_step')})")
     if (spec.checkpoint.enabled or spec.checkpoint.resume_from) and not strategy.checkpoints:
         raise SpecError(f"checkpointing supports --parallel {able('checkpoints')}, got {strategy.name!r}")
+    if spec.checkpoint.enabled and spec.checkpoint.async_save and strategy.native_checkpoints:
+        raise SpecError(f"checkpoint.async_save: parallel {strategy.name!r} checkpoints through its engine's own "
+                        "synchronous save (DeepSpeed), not DCP's asynchronous one")

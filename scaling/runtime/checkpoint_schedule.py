@@ -35,7 +35,7 @@ def resume_from(spec: RunSpec, strategy, events: EventLog) -> dict:
     on: "epoch" and "consumed", the samples of that epoch's global order the saving run had taken."""
     events.start(EVENT_RESTORE)
     path = checkpoint_to_resume(Path(spec.checkpoint.resume_from))
-    done = load_any_world(path, strategy.model, strategy.optimizer, strategy.scheduler)
+    done = load_any_world(path, strategy.model, strategy.optimizer, strategy.scheduler, native_state(strategy))
     loader = done["loader"]
     if "consumed" in loader:
         consumed = int(loader["consumed"])
@@ -49,6 +49,11 @@ def resume_from(spec: RunSpec, strategy, events: EventLog) -> dict:
     return done
 
 
+def native_state(strategy):
+    """The strategy itself when its engine checkpoints its own state (DeepSpeed ZeRO), else None (DCP)."""
+    return strategy if strategy.native_checkpoints else None
+
+
 def checkpoint_root(spec: RunSpec, run_dir: Path) -> Path:
     return Path(spec.checkpoint.dir) if spec.checkpoint.dir else Path(run_dir) / schema.CHECKPOINTS_DIR
 
@@ -59,7 +64,7 @@ class RunCheckpoints:
         self.root = checkpoint_root(spec, run_dir)
         self.ckpt = Checkpointer(self.root, strategy.model, strategy.optimizer, strategy.scheduler,
                                  async_save=self.cfg.async_save, keep=self.cfg.keep,
-                                 write_threads=self.cfg.write_threads)
+                                 write_threads=self.cfg.write_threads, native=native_state(strategy))
         self._last_save = time.monotonic()
         self._logged = 0
         self.restored: dict | None = None

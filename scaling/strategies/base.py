@@ -43,6 +43,7 @@ class Strategy:
     dims: ClassVar[tuple[str, ...]] = ("dp",)  # mesh dimensions; in 2D the dp dimension is FSDP2
     whole_model_step: ClassVar[bool] = False  # bf16/fp16 autocast, the fp16 scaler and torch.compile apply
     checkpoints: ClassVar[bool] = False  # torch.distributed.checkpoint saves and restores it (drills)
+    native_checkpoints: ClassVar[bool] = False  # ...through its engine's own save_state/load_state instead
     workload_split: ClassVar[str | None] = None  # "tp"/"pp": the workload must be able to split its model so
     requires: ClassVar[tuple[str, str] | None] = None  # (module, name) of an optional package it needs
     # (the pip extra of the module's name); precision, compile and checkpoints are checked against the

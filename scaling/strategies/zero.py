@@ -43,10 +43,16 @@ def deepspeed_config(spec: RunSpec, stage: int) -> dict:
     }
 
 
+STATE_TAG = "deepspeed"  # the engine's checkpoint subfolder inside trainscale's checkpoint folder
+
+
 class ZeROStrategy(Strategy):
     stage: int = 0
     built_on = "deepspeed.initialize"
     requires = ("deepspeed", "DeepSpeed")
+    # DeepSpeed's own checkpoints (each rank its optimizer partition, ZeRO-3 its parameter shards),
+    # inside trainscale's folder, marker and atomic rename; loaded at the same world size only.
+    checkpoints = native_checkpoints = True
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
         os.environ["TORCH_EXTENSIONS_DIR"] = str(extensions_dir())
@@ -68,6 +74,15 @@ class ZeROStrategy(Strategy):
 
     def optimizer_step(self) -> None:
         self.engine.step()  # steps the optimizer and zeroes the gradients
+
+    def save_state(self, folder: Path) -> None:
+        self.engine.save_checkpoint(str(folder), tag=STATE_TAG, save_latest=False)
+
+    def load_state(self, folder: Path) -> None:
+        path, _client = self.engine.load_checkpoint(str(folder), tag=STATE_TAG, load_optimizer_states=True,
+                                                    load_lr_scheduler_states=True)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint under {folder}/{STATE_TAG}")
 
     @property
     def stepping_optimizer(self) -> torch.optim.Optimizer:
