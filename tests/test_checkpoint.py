@@ -212,7 +212,8 @@ def test_time_based_saves_are_decided_by_rank0_clock(group, tmp_path):
     spec.checkpoint.every_s = 3600.0
     model, opt, _sched = make(0)
     events = EventLog(tmp_path / "events.log")
-    saver = RunCheckpoints(spec, SimpleNamespace(model=model, optimizer=opt, scheduler=None), tmp_path, events)
+    strategy = SimpleNamespace(model=model, optimizer=opt, scheduler=None, native_checkpoints=False)
+    saver = RunCheckpoints(spec, strategy, tmp_path, events)
     recorder = SampleRecorder(tmp_path, 0)
     saver.after_step(1, {"step": 1}, recorder)
     assert saver.ckpt.saves == []  # an hour has not passed
