@@ -18,9 +18,9 @@ Model and optimizer state go through ``get_state_dict``/``set_state_dict``, so D
 shards) save and load the same way. The optimizer's state is flattened to one key per parameter
 (``param_groups.<fqn>.lr``, ``state.<fqn>.exp_avg``): pipeline stages hold different parameters, and a
 nested ``param_groups`` list, the same key on every rank, would be written once for all of them (a
-restored stage then lost its own hyperparameters, AdamW's betas among them); asynchronous saves use ``dcp.async_save`` (the state is staged
-to CPU copies before the call returns) on a separate gloo group, so the background write's
-collectives never interleave with training's.
+restored stage then lost its own hyperparameters, AdamW's betas among them). Asynchronous saves use
+``dcp.async_save`` (the state is staged to CPU copies before the call returns) on a separate gloo
+group, so the background write's collectives never interleave with training's.
 """
 from __future__ import annotations
 
