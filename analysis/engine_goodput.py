@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainscale.analysis.drills import (DrillError, checked_number, failure_inputs, find_drills, is_torchft_drill,
-                                        load_drill)
+from trainscale.analysis.drills import DrillError, checked_number, failure_inputs, find_drills, load_drill
 from trainscale.analysis.reliability import DALY, expected_goodput
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
@@ -82,7 +81,10 @@ class EngineRow:
 
 
 def engine_of(summary: dict) -> str:
-    """The recovery engine a drill ran under: from its launcher, else the engine label's first word."""
+    """The recovery engine a drill ran under: torchft when it has a torchft record, else from its
+    launcher, else the engine label's first word."""
+    if "torchft" in summary:
+        return TORCHFT
     drill = summary.get("drill") or {}
     launcher = drill.get("launcher")
     if launcher in LAUNCHER_ENGINES:
@@ -90,11 +92,12 @@ def engine_of(summary: dict) -> str:
     return str(drill.get("engine") or "unknown").split()[0]
 
 
-def torchft_costs(paths: list[Path]) -> EngineCosts:
+def torchft_costs(drills: list[tuple[Path, dict]]) -> EngineCosts:
+    """torchft's stall and rejoin means over the faults of its drills ((folder, summary) each)."""
     stalls, rejoins = [], []
-    for path in paths:
+    for path, summary in drills:
         where = str(path / schema.SUMMARY)
-        recovery = read_json(path / schema.SUMMARY).get("recovery")
+        recovery = summary.get("recovery")
         if not isinstance(recovery, list):
             raise DrillError(f"{where}: 'recovery' must be a list of recoveries, got {recovery!r}")
         for i, r in enumerate(recovery):
@@ -106,31 +109,31 @@ def torchft_costs(paths: list[Path]) -> EngineCosts:
                 continue
             stalls.append(checked_number(r, "stall_s", f"{where} recovery[{i}]"))
             rejoins.append(checked_number(r, "rejoin_s", f"{where} recovery[{i}]"))
+    names = [path.name for path, _summary in drills]
     if not stalls:
-        raise DrillError(f"the torchft drills ({', '.join(p.name for p in paths)}) recorded no fault with a "
-                         "healthy group's stall and the failed group's return")
-    return EngineCosts(TORCHFT, [p.name for p in paths], len(stalls), stall_s=float(np.mean(stalls)),
-                       rejoin_s=float(np.mean(rejoins)))
+        raise DrillError(f"the torchft drills ({', '.join(names)}) recorded no fault with a healthy group's stall "
+                         "and the failed group's return")
+    return EngineCosts(TORCHFT, names, len(stalls), stall_s=float(np.mean(stalls)), rejoin_s=float(np.mean(rejoins)))
 
 
 def engine_costs(folder: Path) -> list[EngineCosts]:
     """Every engine's costs from the drills under folder (an engines head-to-head campaign, or drills
     of several engines side by side), in the order the engines first appear."""
-    by_engine: dict[str, list[Path]] = {}
+    by_engine: dict[str, list[tuple[Path, dict]]] = {}
     for path in find_drills(Path(folder)):
         try:
-            engine = engine_of(read_json(path / schema.SUMMARY))
+            summary = read_json(path / schema.SUMMARY)
         except (OSError, ValueError) as e:
             raise DrillError(f"{path / schema.SUMMARY}: unreadable ({e})") from None
-        by_engine.setdefault(TORCHFT if is_torchft_drill(path) else engine, []).append(path)
+        by_engine.setdefault(engine_of(summary), []).append((path, summary))
     out = []
-    for engine, paths in by_engine.items():
+    for engine, drills in by_engine.items():
         if engine == TORCHFT:
-            out.append(torchft_costs(paths))
+            out.append(torchft_costs(drills))
             continue
-        drills = [load_drill(p) for p in paths]
-        f = failure_inputs(drills)
-        out.append(EngineCosts(engine, [p.name for p in paths], sum(len(d.recovery) for d in drills),
+        loaded = [load_drill(path) for path, _summary in drills]
+        f = failure_inputs(loaded)
+        out.append(EngineCosts(engine, [d.name for d in loaded], sum(len(d.recovery) for d in loaded),
                                restart_s=f.restart_s, save_s=f.save_s))
     return out
 

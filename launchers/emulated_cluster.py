@@ -127,7 +127,7 @@ def service_address(state: ClusterState) -> tuple[str, int]:
     cluster-wide service (torchft's Lighthouse) runs there, on no node, so losing or cutting off a
     node never takes it along."""
     subnet = ipaddress.ip_network(state.subnet)
-    return str(list(subnet.hosts())[-1]), subnet.prefixlen
+    return str(subnet.broadcast_address - 1), subnet.prefixlen
 
 
 def _save(state: ClusterState) -> None:
