@@ -5,6 +5,11 @@ TTA of a run = mono_s of the first ``eval_accuracy`` event whose value reaches t
 both read from the run's event log (rank 0's monotonic clock), so the number in a summary is exactly
 the difference of those two log lines. The clock includes everything after run_start: data loading,
 training, warmup steps and every evaluation. Init is timed apart (init_start..init_stop).
+A run restarted inside its job (a fault, its own checkpoint restored) keeps that clock: it counts from
+the first attempt's run_start, so the failure, the restart and the steps run again are in its TTA. A
+run resumed from another run's checkpoint adds the clock carried in that checkpoint (the
+``ts_tta_carried_clock`` event: the saving run's TTA clock at the save) to its own; the time between
+the two runs is not counted. Both are recorded (``attempts``, ``carried_s``, ``resumed_from``).
 A run whose evaluations never reach the target is INVALID: it has no TTA and, across repeats, counts
 as the slowest run (stats.summarize_repeats).
 
@@ -46,6 +51,9 @@ class TTAResult:
     epochs_run: int
     run_status: str | None  # run_stop's status ("success" / "aborted"); None if the log has no run_stop
     eval_s_total: float
+    attempts: int = 1  # run_start events in the log: more than one when the job restarted the run
+    carried_s: float = 0.0  # TTA clock carried from another run's checkpoint (checkpoint.resume_from)
+    resumed_from: dict | None = None  # that checkpoint: {"path", "step"}
     definition: str = DEFINITION
 
     def to_dict(self) -> dict:
@@ -63,7 +71,11 @@ def tta_from_events(events: list[dict], target: float | None = None) -> TTAResul
         if logged is None:
             raise ValueError("no target given and the event log has none")
         target = float(logged["value"])
-    t0 = mono_s(start)
+    carried = first(events, schema.EVENT_TTA_CARRIED)
+    carried_s = carried["value"] if carried else 0.0
+    if isinstance(carried_s, bool) or not isinstance(carried_s, (int, float)) or not 0 <= carried_s < float("inf"):
+        raise ValueError(f"{schema.EVENT_TTA_CARRIED} must be a finite number of seconds >= 0, got {carried_s!r}")
+    t0 = mono_s(start) - carried_s  # the clock's zero: this run's run_start less what it carries
     starts, stops = all_of(events, "eval_start"), all_of(events, "eval_stop")
     evals = []
     for i, e in enumerate(all_of(events, "eval_accuracy")):
@@ -78,7 +90,9 @@ def tta_from_events(events: list[dict], target: float | None = None) -> TTAResul
     epochs = [int(e["metadata"]["epoch_num"]) for e in all_of(events, "epoch_stop")]
     return TTAResult(target=target, valid=reached is not None, tta_s=reached.t_s if reached else None,
                      reached=asdict(reached) if reached else None, evals=evals, epochs_run=max(epochs, default=0),
-                     run_status=status, eval_s_total=sum(p.eval_s or 0.0 for p in evals))
+                     run_status=status, eval_s_total=sum(p.eval_s or 0.0 for p in evals),
+                     attempts=len(all_of(events, "run_start")), carried_s=carried_s,
+                     resumed_from={k: carried.get("metadata", {}).get(k) for k in ("path", "step")} if carried else None)
 
 
 def run_tta(run_dir: Path, target: float | None = None) -> TTAResult:

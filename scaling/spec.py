@@ -80,16 +80,12 @@ class CheckpointConfig:
     def enabled(self) -> bool:
         return self.every_steps > 0 or self.every_s > 0
 
-    def check(self, is_tta: bool) -> None:
+    def check(self) -> None:
         need(self.every_steps >= 0, f"checkpoint.every_steps must be 0 (off) or more, got {self.every_steps}")
         need(self.every_s >= 0, f"checkpoint.every_s must be 0 (off) or more, got {self.every_s}")
         need(self.keep >= 1, f"checkpoint.keep must be at least 1, got {self.keep}")
         need(self.write_threads >= 0, f"checkpoint.write_threads must be 0 (auto) or more, got {self.write_threads}")
-        if self.enabled:
-            need(not is_tta, "checkpoint.every_steps/every_s: checkpointing runs in throughput runs only "
-                             "(use --target-accuracy none)")
         if self.resume_from:
-            need(not is_tta, "checkpoint.resume_from: resuming runs in throughput runs only (use --target-accuracy none)")
             from trainscale.faults.checkpoint_store import checkpoint_to_resume
 
             try:
@@ -256,7 +252,7 @@ class RunSpec:
             raise SpecError(str(e)) from None
         self.fault.check()
         self.launch.check()
-        self.checkpoint.check(self.is_tta)
+        self.checkpoint.check()
         self.comm.check()
         self.telemetry.check()
         self.results.check()

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from mlperf_logging.compliance_checker.mlp_parser import parse_file
 
 from trainscale.scaling.results import schema
@@ -95,6 +96,59 @@ def test_digits_reaches_its_target_on_1_2_and_4_processes(cli, tmp_path: Path):
     assert same.returncode == 0, same.stderr
     assert same.stdout.splitlines() == [f"world {w}: not tested (1.00x; one run on a side)" for w in (1, 2, 4)]
     assert "tta_s" in same.stderr
+
+
+def _evals(run_dir: Path) -> list[tuple[int, int]]:
+    """(step, samples classified correctly) of every evaluation in the run's log."""
+    return [(ln.value["metadata"]["step"], ln.value["metadata"]["correct"]) for ln in parsed_log(run_dir)
+            if ln.key == "eval_accuracy"]
+
+
+def _run_dir(proc) -> Path:
+    assert proc.returncode == 0, proc.stderr
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def test_tta_checkpoints_restart_the_run_and_resume_it_at_another_world_size(cli, tmp_path: Path):
+    """A: digits on 2 processes, uninterrupted, a checkpoint every 20 steps. The same run with rank 1
+    killed at step 60 restarts from its step-60 checkpoint and makes exactly A's evaluations; its TTA
+    counts from the first attempt's run_start. B resumes A's step-60 checkpoint on 1 process (the
+    same global batch): the same evaluation steps, accuracies within 1% (another reduction order),
+    and A's clock at the save carried into B's TTA."""
+    ckpt = ["--set", "checkpoint.every_steps=20", "--set", "checkpoint.keep=10"]
+    a = _run_dir(cli("run", "--workload", "digits", "--nproc", "2", *ckpt, "--out", str(tmp_path / "a")))
+    a_summary = check_tta_run(a, reached=True)
+    assert a_summary["tta"]["attempts"] == 1 and a_summary["tta"]["carried_s"] == 0
+    reference = _evals(a)
+
+    killed = _run_dir(cli("drill", "--workload", "digits", "--nproc", "2", "--fault", "kill-rank", "--rank", "1",
+                          "--at-step", "60", "--ckpt-every", "20", "--out", str(tmp_path / "drill")))
+    summary = read_json(killed / schema.SUMMARY)
+    assert summary["status"] == "ok" and summary["tta"]["attempts"] == 2, summary.get("reason")
+    assert _evals(killed) == reference  # the steps after the restart are the uninterrupted run's
+    lines = parsed_log(killed)
+    starts = [ln for ln in lines if ln.key == "run_start"]
+    restore = [ln for ln in lines if ln.key == schema.EVENT_CKPT_RESTORE and ln.value["value"] == 60]
+    hit = [ln for ln in lines if ln.key == "eval_accuracy"][-1]
+    assert restore and mono(starts[0]) < mono(restore[0]) < mono(starts[1]) < mono(hit)
+    assert summary["tta"]["tta_s"] == mono(hit) - mono(starts[0])  # the failure and the restart are in it
+
+    saved = torch.load(a / "checkpoints" / "step00000060" / "rank00000.pt", weights_only=False)["loader"]
+    b = _run_dir(cli("run", "--workload", "digits", "--nproc", "1", "--batch-size", "64", "--set",
+                     f"checkpoint.resume_from={a / 'checkpoints' / 'step00000060'}", "--out", str(tmp_path / "b")))
+    b_summary = read_json(b / schema.SUMMARY)
+    tta = b_summary["tta"]
+    assert b_summary["status"] == "ok" and tta["valid"], b_summary.get("reason")
+    assert tta["carried_s"] == saved["tta_clock_s"] > 0 and tta["resumed_from"]["step"] == 60
+    lines = parsed_log(b)
+    run_start = next(ln for ln in lines if ln.key == "run_start")
+    hit = next(ln for ln in lines if ln.key == "eval_accuracy" and ln.value["value"] >= 0.97)
+    assert tta["tta_s"] == pytest.approx(saved["tta_clock_s"] + mono(hit) - mono(run_start), abs=1e-9)
+    resumed = _evals(b)
+    after = [(step, correct) for step, correct in reference if step > 60]
+    total = next(ln for ln in lines if ln.key == "eval_samples").value["value"]
+    assert [s for s, _ in resumed] == [s for s, _ in after]
+    assert all(abs(c - c_ref) <= 0.01 * total for (_, c), (_, c_ref) in zip(resumed, after)), (resumed, after)
 
 
 def test_a_run_that_misses_its_target_is_invalid(cli, tmp_path: Path):

@@ -50,6 +50,17 @@ def test_a_run_that_misses_the_target_is_invalid():
         tta_from_events([ev("eval_accuracy", 1.0, 0.9)], 0.5)
 
 
+def test_a_resumed_run_adds_the_clock_its_checkpoint_carried():
+    base = events_with([0.5, 0.95], "success")
+    carried = ev("ts_tta_carried_clock", 10.0, 30.5, path="/ckpt/step00000060", step=60)
+    r = tta_from_events(base[:4] + [carried] + base[4:])
+    assert r.tta_s == 30.5 + 4.75 and r.carried_s == 30.5 and r.evals[0].t_s == 30.5 + 2.25
+    assert r.resumed_from == {"path": "/ckpt/step00000060", "step": 60} and r.attempts == 1
+    for bad in (float("nan"), float("inf"), -1.0, "30", None, True):
+        with pytest.raises(ValueError, match="ts_tta_carried_clock must be a finite number"):
+            tta_from_events(base[:4] + [ev("ts_tta_carried_clock", 10.0, bad)] + base[4:])
+
+
 def test_tta_from_a_real_mllog_file_is_the_difference_of_its_lines(tmp_path: Path):
     log = EventLog(tmp_path / "events.log")
     t0 = log.start(mlc.RUN_START)

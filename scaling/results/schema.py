@@ -85,6 +85,9 @@ COMM_SAMPLE_COLUMNS = ("op", "bytes", "count", "iteration", "time_s")
 # trainscale's own event-log keys (MLPerf keys come from mlperf_logging.mllog.constants)
 EVENT_TARGET_ACCURACY = "ts_target_accuracy"  # value: the quality target of a time-to-accuracy run
 EVENT_EVAL_CADENCE = "ts_eval_cadence"  # value: {"every_epochs": E} or {"every_steps": S}
+# A TTA run resumed from another run's checkpoint: value: the seconds of TTA clock the saving run had
+# counted at that save (added to this run's own); metadata: path, step
+EVENT_TTA_CARRIED = "ts_tta_carried_clock"
 EVENT_MAX_EPOCHS = "ts_max_epochs"
 # Checkpoints, faults and recovery (faults/, scaling/runtime/checkpoint_schedule.py; read by analysis/recovery.py)
 EVENT_ATTEMPT = "ts_attempt"  # value: TORCHELASTIC_RESTART_COUNT; metadata: process_start/main/pg_ready mono_s

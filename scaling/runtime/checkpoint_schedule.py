@@ -11,12 +11,14 @@ Events (rank 0, each with mono_s):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from trainscale.scaling.results import schema
+from trainscale.workloads.data import ShardedLoader
 from trainscale.faults.checkpoint_store import Checkpointer, SaveRecord, checkpoint_to_resume, load_any_world
 
 from trainscale.scaling.runtime.events import EventLog
@@ -47,6 +49,31 @@ def resume_from(spec: RunSpec, strategy, events: EventLog) -> dict:
     done.update(epoch=int(loader.get("epoch", 0)), consumed=consumed)
     events.end(EVENT_RESTORE, done["step"], metadata={k: v for k, v in done.items() if k != "loader"})
     return done
+
+
+def restore_or_resume(spec: RunSpec, strategy, run_dir: Path, events: EventLog
+                      ) -> tuple["RunCheckpoints | None", int, dict | None]:
+    """Before training: the run's checkpointer (None without checkpoint settings), the step to start at
+    and, for a run started from checkpoint.resume_from, what resume_from() said. The run's own
+    checkpoints (a restart) come first."""
+    saver = RunCheckpoints(spec, strategy, run_dir, events) if spec.checkpoint.enabled else None
+    start_step = saver.restore() if saver else 0
+    resumed = None
+    if start_step == 0 and spec.checkpoint.resume_from:
+        resumed = resume_from(spec, strategy, events)
+        start_step = resumed["step"]
+    return saver, start_step, resumed
+
+
+def batches_from(loader: ShardedLoader, start_step: int, resumed: dict | None) -> Iterator:
+    """The training batches from start_step on: after the samples the resumed checkpoint's run consumed,
+    or at the loader's own position of that step."""
+    if resumed is not None:
+        stream = loader.resume(start_step, resumed["epoch"], resumed["consumed"])
+    else:
+        position = loader.position(start_step)
+        stream = loader.batches(position["epoch"], position["batch"])
+    return (batch for _epoch, batch in stream)
 
 
 def native_state(strategy):

@@ -32,7 +32,7 @@ from trainscale.workloads.data import sharded_loader
 
 from trainscale.scaling import provenance
 from trainscale.scaling.runtime import torchft_loop
-from trainscale.scaling.runtime.checkpoint_schedule import RunCheckpoints, resume_from
+from trainscale.scaling.runtime.checkpoint_schedule import batches_from, restore_or_resume
 from trainscale.scaling.runtime.distributed import DistContext, device_name, init_from_env, shutdown
 from trainscale.scaling.runtime.events import EventLog, mlc
 from trainscale.scaling.runtime.progress_file import ProgressFile
@@ -58,12 +58,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     layout = session.layout
     loader = sharded_loader(session.built.train_set, spec.batch_size, layout.dp_rank, layout.dp_size, spec.seed,
                             workers=spec.data.loader_workers, pin_memory=ctx.device.type == "cuda")
-    saver = RunCheckpoints(spec, session.strategy, run_dir, events) if spec.checkpoint.enabled else None
-    start_step = saver.restore() if saver else 0
-    resumed = None
-    if start_step == 0 and spec.checkpoint.resume_from:  # the run's own checkpoints (a restart) come first
-        resumed = resume_from(spec, session.strategy, events)
-        start_step = resumed["step"]
+    saver, start_step, resumed = restore_or_resume(spec, session.strategy, run_dir, events)
     init_s = end_init(events, spec, t_main)
     events.event(mlc.MAX_STEPS, spec.steps)
 
@@ -73,12 +68,7 @@ def train(spec: RunSpec, ctx: DistContext, run_dir: Path, events: EventLog, t_ma
     recorder = SampleRecorder(run_dir, ctx.rank, step_fn.columns)
     progress = ProgressFile(run_dir, ctx.is_main, spec.steps)
     session.memory.loop_starts()
-    if resumed is not None:
-        stream = loader.resume(start_step, resumed["epoch"], resumed["consumed"])
-    else:
-        position = loader.position(start_step)
-        stream = loader.batches(position["epoch"], position["batch"])
-    batches = (batch for _epoch, batch in stream)
+    batches = batches_from(loader, start_step, resumed)
     for step in range(start_step, spec.steps):
         if step == spec.warmup:
             step_fn.align()
