@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 from trainscale.scaling.results import schema
 from trainscale.analysis.eventlog import all_of, mono_s, read_events
@@ -142,6 +142,37 @@ def checkpoint_figures(run_dir: Path, every_steps: int, async_save: bool) -> dic
         out["step_overhead_frac"] = out["save_s_mean"] / (every_steps * mean(step_s) + out["save_s_mean"])
     if sizes and total:
         out["save_bytes_per_s"] = sizes[-1] / mean(total)
+    staging = [int(e["metadata"]["staging_bytes"]) for e in done if e["metadata"].get("staging_bytes")]
+    out["staging_bytes"] = max(staging, default=None)
+    if async_save:
+        out.update(steps_under_background_writes(events, rank_attempt_rows(Path(run_dir), 0)))
+    return out
+
+
+def steps_under_background_writes(events: list[dict], rows_by_attempt: list[list[dict]]) -> dict:
+    """Rank 0's step times while an asynchronous save was being written (from the save's return to the
+    loop to its completion, seen at the next step boundary after the write ended) against the other
+    steps of the window. Warmup steps are left out."""
+    during, other = [], []
+    for attempt, rows in zip(_attempts(events), rows_by_attempt):
+        run_start = _first(attempt["events"], "run_start")
+        if run_start is None:
+            continue
+        t0 = mono_s(run_start)
+        saves = {int(e["value"]): mono_s(e) for e in attempt["events"] if e["key"] == schema.EVENT_CKPT_SAVE}
+        writes = [(saves[int(e["value"])], mono_s(e)) for e in attempt["events"]
+                  if e["key"] == schema.EVENT_CKPT_COMPLETE and int(e["value"]) in saves]
+        for r in rows:
+            if r.get("phase") == schema.PHASE_WARMUP:
+                continue
+            start = t0 + float(r["t_start"])
+            end = start + float(r["step_s"])
+            overlaps = any(start < w_end and end > w_start for w_start, w_end in writes)
+            (during if overlaps else other).append(float(r["step_s"]))
+    out = {"steps_during_writes": len(during), "step_s_during_writes": median(during) if during else None,
+           "step_s_otherwise": median(other) if other else None}
+    out["write_step_slowdown"] = (out["step_s_during_writes"] / out["step_s_otherwise"]
+                                  if during and other and out["step_s_otherwise"] > 0 else None)
     return out
 
 

@@ -8,8 +8,11 @@ Per size, medians of --repeats (alternated: disk write, sync save, async save, d
   disk write   random 4 MiB blocks as one file per write thread of the save, written at once and
                fsynced (the reference for saves: the same shape of I/O)
   sync save    Checkpointer.save, synchronous: until the checkpoint is complete (marker, rename)
-  async stall  Checkpointer.save with dcp.async_save: what the training loop waits (staging)
+  async stall  Checkpointer.save with dcp.async_save: what the training loop waits (staging), for the
+               run's first save (its staging buffers are allocated) and later ones (copied into)
   async total  until that checkpoint is complete on disk
+  step slowdown  a stand-in training step (a 512 x 512 fp32 matmul) run while the background write is
+               in flight, against the same number run after it: median per-step time ratio
   disk read    those files read back at once after their pages are dropped from the page cache
   restore      Checkpointer.restore after the checkpoint's pages are dropped
 and the ratios save / disk write, restore / disk read, async stall / sync save, plus the sync save's
@@ -78,6 +81,18 @@ def disk_read(folder: Path, streams: int) -> float:
     return time.monotonic() - t0
 
 
+def steps_while(going, between=lambda: None) -> list[float]:
+    """Seconds of each stand-in training step run while going() is true; between() after each."""
+    a = torch.randn(512, 512)
+    times = []
+    while going():
+        t0 = time.perf_counter()
+        torch.mm(a, a)
+        times.append(time.perf_counter() - t0)
+        between()
+    return times
+
+
 def make_state(size_mb: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     layers = max(1, round(size_mb * 1e6 / (2 * 4 * (WIDTH * WIDTH + WIDTH))))
     model = torch.nn.Sequential(*[torch.nn.Linear(WIDTH, WIDTH) for _ in range(layers)])
@@ -101,15 +116,25 @@ def main() -> None:
     try:
         print(f"folder {base}; medians of {a.repeats}; MB/s = 1e6 bytes/s; "
               f"write threads {a.threads or default_write_threads()}")
-        print(f"{'state':>8} {'disk write':>11} {'sync save':>10} {'ratio':>6} {'async stall':>12} {'async total':>12} "
-              f"{'stall/save':>10} {'disk read':>10} {'restore':>9} {'ratio':>6}")
+        print(f"{'state':>8} {'disk write':>11} {'sync save':>10} {'ratio':>6} {'1st stall':>10} {'stall':>8} "
+              f"{'async total':>12} {'stall/save':>10} {'step slowdown':>13} {'disk read':>10} {'restore':>9} {'ratio':>6}")
         for size_mb in (int(x) for x in a.sizes_mb.split(",")):
             model, opt = make_state(size_mb)
-            runs: dict[str, list[float]] = {k: [] for k in ("write", "sync", "stall", "total", "read", "restore")}
+            runs: dict[str, list[float]] = {k: [] for k in ("write", "sync", "stall", "total", "read", "restore",
+                                                            "slowdown")}
             phases: list[dict] = []
             size = 0
-            for r in range(a.repeats):
-                sync_root, async_root = base / f"sync{r}", base / f"async{r}"
+            # One asynchronous checkpointer for all repeats, as in a run: its first save allocates the
+            # staging buffers, the later ones reuse them. Saves go to one folder, keeping one.
+            async_root = base / "async"
+            asyncer = Checkpointer(async_root, model, opt, async_save=True, keep=1, write_threads=a.threads)
+            first_stall = None
+            for r in range(a.repeats + 1):
+                if r == 0:
+                    first_stall = asyncer.save(0).blocking_s
+                    asyncer.wait()
+                    continue
+                sync_root = base / f"sync{r}"
                 sync = Checkpointer(sync_root, model, opt, write_threads=a.threads)
                 record = sync.save(1)
                 size = record.bytes
@@ -120,22 +145,29 @@ def main() -> None:
                 runs["write"].append(disk_write(probes, size, sync.write_threads))
                 runs["read"].append(disk_read(probes, sync.write_threads))
                 shutil.rmtree(probes)
-                asyncer = Checkpointer(async_root, model, opt, async_save=True, write_threads=a.threads)
-                rec = asyncer.save(1)
+                rec = asyncer.save(r)
+                busy = steps_while(lambda: asyncer.in_flight, asyncer.poll)
                 asyncer.wait()
+                left = [len(busy)]
+                quiet = steps_while(lambda: left[0] > 0, lambda: left.__setitem__(0, left[0] - 1))
                 runs["stall"].append(rec.blocking_s)
                 runs["total"].append(rec.total_s)
+                if busy:
+                    runs["slowdown"].append(statistics.median(busy) / statistics.median(quiet))
                 drop_cache(sync_root)
                 t0 = time.monotonic()
                 restored = Checkpointer(sync_root, model, opt, write_threads=a.threads).restore()
                 runs["restore"].append(time.monotonic() - t0)
                 assert restored.step == 1 and complete_checkpoints(sync_root)
                 shutil.rmtree(sync_root)
-                shutil.rmtree(async_root)
+            shutil.rmtree(async_root)
+            slowdowns = runs.pop("slowdown")
+            slowdown = f"{statistics.median(slowdowns):.2f}x" if slowdowns else "-"
             m = {k: statistics.median(v) for k, v in runs.items()}
             mbps = {k: size / v / 1e6 for k, v in m.items()}
             print(f"{size / 1e6:>6.0f}MB {mbps['write']:>8.0f}/s {mbps['sync']:>7.0f}/s {mbps['sync'] / mbps['write']:>6.2f} "
-                  f"{m['stall']:>10.3f} s {m['total']:>10.3f} s {m['stall'] / m['sync']:>10.3f} "
+                  f"{first_stall:>8.3f} s {m['stall']:>6.3f} s {m['total']:>10.3f} s {m['stall'] / m['sync']:>10.3f} "
+                  f"{slowdown:>13} "
                   f"{mbps['read']:>7.0f}/s {mbps['restore']:>6.0f}/s {mbps['restore'] / mbps['read']:>6.2f}", flush=True)
             keys = sorted({k for p in phases for k in p})
             print("         sync save breakdown (median s): " +

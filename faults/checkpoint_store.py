@@ -20,7 +20,8 @@ shards) save and load the same way. The optimizer's state is flattened to one ke
 nested ``param_groups`` list, the same key on every rank, would be written once for all of them (a
 restored stage then lost its own hyperparameters, AdamW's betas among them). Asynchronous saves use
 ``dcp.async_save`` (the state is staged to CPU copies before the call returns) on a separate gloo
-group, so the background write's collectives never interleave with training's.
+group, so the background write's collectives never interleave with training's. The copies are
+buffers kept for the run: the first save allocates them, later ones copy into them.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor
 
 from trainscale.scaling.results.files import read_json, write_json_atomic
 
@@ -64,6 +67,7 @@ class SaveRecord:
     total_s: float | None = None  # until the checkpoint was complete on disk (async: later than blocking_s)
     bytes: int | None = None
     phases: dict[str, float] = field(default_factory=dict)  # this rank's breakdown (Checkpointer.save)
+    staging_bytes: int | None = None  # asynchronous saves: this rank's host memory for the staged copies
 
 
 @dataclass
@@ -113,6 +117,17 @@ def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
 def newest_complete(root: Path) -> Path | None:
     found = complete_checkpoints(root)
     return found[0][1] if found else None
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) state dict, this rank's shards of distributed tensors."""
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    if isinstance(state, DTensor):
+        state = state.to_local()
+    return state.numel() * state.element_size() if isinstance(state, torch.Tensor) else 0
 
 
 def file_sizes(folder: Path) -> dict[str, int]:
@@ -283,6 +298,14 @@ class Checkpointer:
         self.root.mkdir(parents=True, exist_ok=True)
         # The background write's collectives run on their own group (async_save needs a CPU backend).
         self._group = dist.new_group(backend="gloo") if async_save else None
+        # One stager for the run: its CPU copies are made at the first save and copied into at every
+        # later one (dcp.async_save's own stager is new, and allocates, at every call). One save is in
+        # flight at a time, so a copy never overwrites a buffer still being written. Pinned, with
+        # non-blocking copies, when the state is on a GPU.
+        cuda = torch.cuda.is_available()
+        self._stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
+                                                    use_async_staging=False, use_non_blocking_copy=cuda)
+                                     ) if async_save else None
         self._pending: tuple[Future, SaveRecord, float, TimedWriter] | None = None
         self.saves: list[SaveRecord] = []  # completed saves, in order
 
@@ -324,9 +347,11 @@ class Checkpointer:
                             phases={"prepare_s": t1 - t0, "state_dict_s": t2 - t1})
         writer = TimedWriter(tmp, self.write_threads)
         if self.async_save:
-            future = dcp.async_save(state, storage_writer=writer, process_group=self._group)
+            future = dcp.async_save(state, storage_writer=writer, process_group=self._group,
+                                    async_stager=self._stager)
             record.blocking_s = time.monotonic() - t0
             record.phases["staging_s"] = time.monotonic() - t2  # the copies to CPU async_save makes first
+            record.staging_bytes = state_bytes(state)  # host memory the staged copies hold (kept for the run)
             self._pending = (future, record, t0, writer)
         else:
             dcp.save(state, storage_writer=writer)
@@ -334,6 +359,11 @@ class Checkpointer:
             self._finish(record, tmp, t0, writer.phases)
             record.blocking_s = record.total_s or 0.0
         return record
+
+    @property
+    def in_flight(self) -> bool:
+        """An asynchronous save is still being written."""
+        return self._pending is not None
 
     def poll(self) -> None:
         """Complete a background save whose write has finished (rank 0 renames; no collective)."""

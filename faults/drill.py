@@ -224,7 +224,14 @@ def report_body(s: dict) -> list[str]:
                   f"- save time (the loop's wait): mean {fmt_seconds(c['save_s_mean'])}, samples "
                   + ", ".join(f"{x:.3f}" for x in c["save_s_samples"]),
                   f"- overhead on step time: {c['step_overhead_frac'] * 100:.1f}%" if c.get("step_overhead_frac") is not None
-                  else "- overhead on step time: n/a", ""]
+                  else "- overhead on step time: n/a"]
+        if c["async"]:
+            lines.append(f"- staging (host memory, kept for the run): {c['staging_bytes'] or 0:,} bytes on rank 0")
+            if c.get("write_step_slowdown") is not None:
+                lines.append(f"- steps during background writes: {c['steps_during_writes']}, median "
+                             f"{fmt_seconds(c['step_s_during_writes'])} against {fmt_seconds(c['step_s_otherwise'])} "
+                             f"otherwise ({c['write_step_slowdown']:.2f}x)")
+        lines.append("")
     g = s.get("goodput") or {}
     if g.get("ettr") is not None:
         lines += ["## Goodput", "", f"- ETTR (productive / wall-clock): **{g['ettr']:.3f}** "

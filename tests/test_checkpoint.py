@@ -141,6 +141,17 @@ def test_async_save_holds_the_state_at_the_save_while_training_goes_on(group, tm
     model2, opt2, sched2 = make(1)
     assert Checkpointer(tmp_path / "ck", model2, opt2, sched2).restore().step == 2
     assert_same(snapshot(model2, opt2, sched2), want)
+    # The second save copies into the first one's staging buffers: it holds the state at its own step.
+    ckpt.save(5)
+    want = snapshot(model, opt, sched)
+    train(model, opt, sched, 3)
+    ckpt.wait()
+    tensors = [*model.state_dict().values(), *(t for st in opt.state.values() for t in st.values()
+                                                if isinstance(t, torch.Tensor))]
+    assert ckpt.saves[-1].staging_bytes == ckpt.saves[0].staging_bytes == sum(t.nbytes for t in tensors)
+    model3, opt3, sched3 = make(2)
+    assert Checkpointer(tmp_path / "ck", model3, opt3, sched3).restore().step == 5
+    assert_same(snapshot(model3, opt3, sched3), want)
 
 
 def test_nothing_to_restore_starts_at_step_zero_untouched(group, tmp_path):
@@ -224,3 +235,22 @@ def test_time_based_saves_are_decided_by_rank0_clock(group, tmp_path):
     events.close()
     log = (tmp_path / "events.log").read_text()
     assert '"key": "ts_checkpoint_save", "value": 2' in log and '"key": "ts_checkpoint_complete", "value": 2' in log
+
+
+def test_steps_during_a_background_write_are_told_apart_from_the_others():
+    from trainscale.analysis.recovery import steps_under_background_writes
+
+    def ev(key, mono, value=None):
+        return {"key": key, "value": value, "event_type": "POINT_IN_TIME", "metadata": {"mono_s": mono}}
+
+    events = [ev("ts_attempt", 90.0, 0), ev("run_start", 100.0), ev("ts_checkpoint_save", 101.0, 4),
+              ev("ts_checkpoint_complete", 101.5, 4)]
+    # step: (start since run_start, seconds); the write runs from 101.0 to 101.5
+    steps = {2: (0.0, 0.5), 3: (0.5, 0.4), 4: (1.0, 0.2), 5: (1.2, 0.3), 6: (1.5, 0.1), 7: (1.6, 0.1)}
+    rows = [{"step": k, "t_start": t, "step_s": d, "phase": "warmup" if k == 2 else "measured"}
+            for k, (t, d) in steps.items()]
+    out = steps_under_background_writes(events, [rows])
+    # steps 4 and 5 overlap the write; 3 ends before it, 6 starts as it ends; 2 is warmup
+    assert out["steps_during_writes"] == 2 and out["step_s_during_writes"] == pytest.approx(0.25)
+    assert out["step_s_otherwise"] == pytest.approx(0.1) and out["write_step_slowdown"] == pytest.approx(2.5)
+    assert steps_under_background_writes(events[:2], [rows])["write_step_slowdown"] is None  # no write at all

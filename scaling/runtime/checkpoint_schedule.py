@@ -6,7 +6,8 @@ Events (rank 0, each with mono_s):
   ts_checkpoint_restore  start/end around restore; end metadata: step, path, restore_s, skipped
   ts_checkpoint_fallback one per damaged newer checkpoint passed over (path, reason)
   ts_checkpoint_save     after a save returned to the loop; metadata: step, blocking_s, async
-  ts_checkpoint_complete when the checkpoint is complete on disk; metadata: step, total_s, bytes
+  ts_checkpoint_complete when the checkpoint is complete on disk; metadata: step, total_s, bytes, phases,
+                         staging_bytes (async: host memory of the staged copies)
 """
 from __future__ import annotations
 
@@ -140,12 +141,13 @@ class RunCheckpoints:
 
     def _log_completed(self) -> None:
         for record in self.ckpt.saves[self._logged:]:
-            self.events.event(EVENT_COMPLETE, record.step, metadata={"total_s": record.total_s, "bytes": record.bytes,
-                                                                     "path": str(record.path), "phases": record.phases})
+            self.events.event(EVENT_COMPLETE, record.step, metadata={
+                "total_s": record.total_s, "bytes": record.bytes, "path": str(record.path), "phases": record.phases,
+                "staging_bytes": record.staging_bytes})
         self._logged = len(self.ckpt.saves)
 
     def facts(self) -> dict:
         saves: list[SaveRecord] = self.ckpt.saves
         return {"root": str(self.root), "restored": self.restored, "write_threads": self.ckpt.write_threads,
                 "saves": [{"step": r.step, "blocking_s": r.blocking_s, "total_s": r.total_s, "bytes": r.bytes,
-                           "phases": r.phases} for r in saves]}
+                           "phases": r.phases, "staging_bytes": r.staging_bytes} for r in saves]}
