@@ -74,6 +74,9 @@ def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
              "restarts": restarts(spec, events)}
     if faults and "corrupted" in faults[0]["metadata"]:
         drill["corrupted"] = faults[0]["metadata"]["corrupted"]
+    if FAULT_KINDS.get(f.kind).shrinks_world:
+        # World size of each attempt: the job went on with the nodes left.
+        drill["world_sizes"] = [e["metadata"].get("world_size") for e in all_of(events, schema.EVENT_ATTEMPT)]
     out = job_record(run_dir, spec, drill, mtbf_s, bool(events))
     if FAULT_KINDS.get(f.kind).straggler and faults:
         out.straggler = {**straggler(run_dir, f.rank, int(faults[0]["metadata"]["step"])), "slow_factor": f.slow_factor}
@@ -165,6 +168,10 @@ def report_markdown(s: dict) -> str:
              ]
     if d.get("detect_timeout_s"):
         lines.append(f"- collective timeout (hang detection): {d['detect_timeout_s']} s")
+    if d.get("world_sizes"):
+        lost = ", ".join(n["node"] for n in (s.get("launch") or {}).get("lost_nodes", [])) or "none recorded"
+        lines.append(f"- node lost for good ({lost}); world size per attempt: "
+                     + " -> ".join(str(w) for w in d["world_sizes"]) + " (the checkpoint restored at the smaller one)")
     if d.get("corrupted"):
         c = d["corrupted"]
         lines.append(f"- corrupted: `{c['file']}` of `{c['path']}` truncated {c['bytes_before']} -> {c['bytes_after']} bytes")

@@ -4,6 +4,9 @@ each: what it does when it fires, what it needs of the run, and its capability r
   exception     the rank raises (a software crash: the error text reaches the run record)
   kill-rank     the rank SIGKILLs itself (a hard crash: no error text, only the signal)
   kill-node     every rank of node fault.node SIGKILLs itself at the same step (a node lost; its agent lives)
+  lose-node     (emulated clusters) node fault.node is gone for good: its torchrun agent and every rank on
+                it are SIGKILLed; the job goes on with the nodes left (an elastic --nnodes MIN:N rendezvous)
+                and restores the checkpoint at the smaller world size
   hang          the rank SIGSTOPs itself: it stays alive but never answers; its peers find out only
                 when a collective times out (fault.detect_timeout_s sets the process group's timeout)
   partition     (emulated clusters) the rank takes its node's link down (inside the node's namespace)
@@ -48,6 +51,7 @@ class FaultKind:
     straggler: bool = False  # the rank goes on, slower: the drill measures it as a straggler
     detect_timeout_s: float = 0.0  # a drill's default collective timeout (0: the process group's own)
     engines: tuple[str, ...] = ALL_ENGINES  # recovery engines that can recover it
+    shrinks_world: bool = False  # the job goes on with fewer nodes (an elastic rendezvous)
 
     def validate(self, spec: RunSpec) -> None:
         """ValueError naming the value when the run cannot have this fault."""
@@ -110,6 +114,37 @@ class KillNode(FaultKind):
             raise ValueError(f"fault.node must be a node of the run (0..{spec.nodes - 1}), got {spec.fault.node}")
 
     def fire(self, injector, step):
+        _signal_self(signal.SIGKILL)
+
+
+class LoseNode(FaultKind):
+    name = "lose-node"
+    summary = "a node is gone: its agent and ranks SIGKILLed; the job goes on with fewer nodes"
+    targets_node = True
+    engines = ("torchrun",)  # torchrun's elastic rendezvous (--nnodes MIN:N); Ray and Slurm replace the node
+    shrinks_world = True
+
+    def validate(self, spec):
+        super().validate(spec)
+        if spec.nodes < 2:
+            raise ValueError(f"fault.kind 'lose-node' takes a node away for good: it needs --nodes 2 or more, "
+                             f"got --nodes {spec.nodes}")
+        if not 1 <= spec.fault.node < spec.nodes:
+            raise ValueError(f"fault.kind 'lose-node': fault.node must be 1..{spec.nodes - 1} (node 0's agent hosts "
+                             f"the rendezvous, without which no node can go on), got {spec.fault.node}")
+        if not spec.checkpoint.enabled:
+            raise ValueError("fault.kind 'lose-node' needs checkpoints (checkpoint.every_steps or every_s): "
+                             "the nodes left restore one")
+        from trainscale.scaling.strategies.registry import STRATEGIES
+
+        if STRATEGIES.get(spec.parallel).native_checkpoints:
+            raise ValueError(f"fault.kind 'lose-node' restores at a smaller world size, which parallel "
+                             f"{spec.parallel!r} (DeepSpeed's own checkpoints) cannot")
+
+    def fire(self, injector, step):
+        # The worker's parent is its node's torchrun agent. The node's other ranks die with it
+        # (their parent-death signal), as they would with the machine.
+        os.kill(os.getppid(), signal.SIGKILL)
         _signal_self(signal.SIGKILL)
 
 
@@ -213,4 +248,4 @@ class CheckpointCorrupt(FaultKind):
 
 
 FAULT_KINDS: Registry[FaultKind] = Registry("fault.kind", [
-    RaiseException(), KillRank(), KillNode(), Slow(), Hang(), CheckpointCorrupt(), Partition()])
+    RaiseException(), KillRank(), KillNode(), LoseNode(), Slow(), Hang(), CheckpointCorrupt(), Partition()])

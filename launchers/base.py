@@ -33,6 +33,7 @@ class LaunchResult:
     wall_s: float
     failures: list[dict] = field(default_factory=list)
     facts: dict = field(default_factory=dict)  # what the launcher decided (threads, commands ...)
+    lost_nodes: list[dict] = field(default_factory=list)  # agents gone while the others went on: node, exit code
 
 
 class Launcher:
@@ -182,9 +183,11 @@ def run_agent(cmd: list[str], env: dict[str, str], run_dir: Path, timeout_s: flo
 
 
 def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
-               on_progress: ProgressCallback | None) -> LaunchResult:
+               on_progress: ProgressCallback | None, may_lose: int = 0) -> LaunchResult:
     """Start agents (one per node), follow rank 0's progress, enforce the timeout; when one agent
     fails, give the others FAILED_AGENT_GRACE_S, then kill them; merge every node's failure records.
+    may_lose: agents (never the first: its node hosts the rendezvous) that may die while the others go
+    on, as an elastic job loses a node; they are recorded as lost, and the run's outcome is the others'.
     However it ends (a Stopped signal or any error included), every process of the launch is stopped
     on the way out (launchers/ownership.py)."""
     logs = run_dir / schema.LOGS_DIR
@@ -195,6 +198,7 @@ def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
     timed_out = False
     first_failure_at: float | None = None
     seen: set[tuple[int, int]] = set()  # every process of the launch seen so far (pid, start ticks)
+    lost: list[int] = []
     try:
         for agent in agents:
             env = {**agent.env, PARENT_PID_ENV: str(os.getpid())} if agent.owned else agent.env
@@ -206,7 +210,9 @@ def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
             for i, proc in enumerate(procs):
                 if i not in exit_order and proc.poll() is not None:
                     exit_order.append(i)
-                    if proc.returncode != 0 and first_failure_at is None:
+                    if proc.returncode != 0 and i > 0 and len(lost) < may_lose and len(exit_order) < len(procs):
+                        lost.append(i)
+                    elif proc.returncode != 0 and first_failure_at is None:
                         first_failure_at = time.monotonic()
             if len(exit_order) == len(procs):
                 break
@@ -229,8 +235,9 @@ def run_agents(agents: list[Agent], run_dir: Path, timeout_s: float,
     wall = time.monotonic() - t0
     if timed_out:
         return LaunchResult(False, f"timed out after {timeout_s:g} s (timeout_s); all processes killed", wall)
-    if all(p.returncode == 0 for p in procs):
-        return LaunchResult(True, None, wall)
+    lost_nodes = [{"node": agents[i].node, "agent_exit_code": procs[i].returncode} for i in lost]
+    if all(p.returncode == 0 for i, p in enumerate(procs) if i not in lost):
+        return LaunchResult(True, None, wall, lost_nodes=lost_nodes)
     failures = []
     for order, i in enumerate(exit_order + [i for i in range(len(procs)) if i not in exit_order]):
         f = agents[i].failures_file

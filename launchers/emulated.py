@@ -19,7 +19,7 @@ from trainscale.launchers import emulated_cluster as cluster
 from trainscale.launchers import namespaces as netns
 from trainscale.launchers.base import (Agent, LaunchResult, ProgressCallback, agent_env, core_facts, run_agents,
                                        threads_per_rank)
-from trainscale.launchers.torchrun import agent_command
+from trainscale.launchers.torchrun import agent_command, min_nodes
 from trainscale.scaling.spec import SpecError
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
     before = link_counters(nodes)
     try:
         with cluster.in_use(name):
-            result = run_agents(agents, run_dir, spec.timeout_s, on_progress)
+            result = run_agents(agents, run_dir, spec.timeout_s, on_progress, may_lose=spec.nodes - min_nodes(spec))
     except SpecError as e:  # another run holds the cluster
         result = LaunchResult(False, str(e), 0.0)
     finally:
@@ -80,6 +80,7 @@ def launch(spec: RunSpec, run_dir: Path, on_progress: ProgressCallback | None = 
         **core_facts(threads, spec.nproc * spec.nodes),
         "rdzv_endpoint": endpoint, "run_id": run_id,
         "emulated_cluster": cluster_facts(state, nodes, before),
+        **({"lost_nodes": result.lost_nodes} if result.lost_nodes else {}),
         "command": [a.cmd for a in agents],
     }
     return result

@@ -94,6 +94,19 @@ def failures_file(run_dir: Path, spec: RunSpec, rank: int) -> Path:
     return run_dir / (schema.FAILURES if spec.nodes == 1 else f"failures-node{rank}.json")
 
 
+ELASTIC_LAST_CALL_S = 8
+
+
+def min_nodes(spec: RunSpec) -> int:
+    """The nodes the job can go on with: one fewer than --nodes when its fault takes a node away for
+    good (fault.kind lose-node), so the rendezvous is elastic (--nnodes MIN:N); else all of them."""
+    from trainscale.faults.kinds import FAULT_KINDS, NO_FAULT
+
+    if spec.fault.kind != NO_FAULT and FAULT_KINDS.get(spec.fault.kind).shrinks_world:
+        return spec.nodes - 1
+    return spec.nodes
+
+
 def torchrun_args(spec: RunSpec, run_dir: Path, rank: int, local_addr: str | None = None) -> list[str]:
     """torchrun's arguments on node `rank` (the same list on every node but for --node-rank and
     --local-addr). c10d assigns group ranks in join order; --node-rank names the node for us."""
@@ -102,10 +115,17 @@ def torchrun_args(spec: RunSpec, run_dir: Path, rank: int, local_addr: str | Non
     else:
         # is_host said outright: torch's guess resolves this machine's hostname, which emulated
         # nodes (and some clusters) cannot do; node rank 0 is where the endpoint is.
+        conf = f"is_host={'true' if rank == 0 else 'false'}"
+        if min_nodes(spec) < spec.nodes:
+            # A round closes this long after its smallest number of nodes joined (at once when all did):
+            # how long the nodes left wait for a lost one, and how late a node may join the first round.
+            # A lost node's agent is dropped from the rendezvous after keep_alive_max_attempt missed
+            # beats keep_alive_interval apart (default 3 x 5 s); 1 s apart finds it sooner.
+            conf += f",last_call_timeout={ELASTIC_LAST_CALL_S},keep_alive_interval=1"
         rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.launch.rdzv_endpoint}",
-                f"--rdzv-id={spec.launch.run_id or 'trainscale'}",
-                f"--rdzv-conf=is_host={'true' if rank == 0 else 'false'}"]
-    args = [f"--nnodes={spec.nodes}", f"--node-rank={rank}", f"--nproc-per-node={spec.nproc}", *rdzv,
+                f"--rdzv-id={spec.launch.run_id or 'trainscale'}", f"--rdzv-conf={conf}"]
+    nnodes = str(spec.nodes) if min_nodes(spec) == spec.nodes else f"{min_nodes(spec)}:{spec.nodes}"
+    args = [f"--nnodes={nnodes}", f"--node-rank={rank}", f"--nproc-per-node={spec.nproc}", *rdzv,
             f"--max-restarts={spec.launch.max_restarts}"]
     local_addr = local_addr or spec.launch.local_addr
     if local_addr:

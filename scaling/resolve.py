@@ -78,6 +78,9 @@ def check_trace(spec: RunSpec, engine: str) -> None:
     trace.fits(spec.world_size, spec.nodes)
     for f in trace.faults:
         kind = FAULT_KINDS.get(f.kind)
+        if kind.shrinks_world:
+            raise SpecError(f"fault trace {spec.fault.trace}: a {f.kind} fault changes the job's world for good; "
+                            f"give it alone (--fault {f.kind}), not in a trace")
         if engine and engine not in kind.engines:
             raise SpecError(f"fault trace {spec.fault.trace}: a {f.kind} fault cannot be recovered by the {engine} "
                             f"engine (it can by: {', '.join(kind.engines)})")

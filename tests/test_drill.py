@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from trainscale.analysis.eventlog import read_events
 from trainscale.faults.checkpoint_store import step_dir_name
 
 from .conftest import read_json
@@ -18,6 +19,7 @@ from .conftest import read_json
 STEPS = 12
 RUN = ["--workload", "gpt", "--set", "model.preset=tiny", "--nproc", "2", "--steps", str(STEPS), "--warmup", "2",
        "--batch-size", "4", "--timeout", "240"]
+ONE_RANK = [a if a != "2" or RUN[i - 1] != "--nproc" else "1" for i, a in enumerate(RUN)]  # e.g. 2 nodes x 1 rank
 CONTRACT = {"drill": {"fault", "engine"},
             "checkpoint": {"save_s_mean", "save_s_samples", "bytes", "every_steps", "async"},
             "goodput": {"ettr", "badput_s"}}
@@ -257,6 +259,7 @@ def test_fault_trace_is_drawn_from_the_seed_with_the_published_mix():
     (["--fault", "ckpt-corrupt", "--at-step", "5", "--set", "checkpoint.keep=1"], "checkpoint.keep >= 2"),
     (["--fault", "kill-rank", "--parallel", "zero1", "--set", "checkpoint.async_save=true"],
      "checkpoint.async_save: parallel 'zero1' checkpoints through its engine's own synchronous save"),
+    (["--fault", "lose-node"], "fault.kind 'lose-node' takes a node away for good: it needs --nodes 2 or more, got --nodes 1"),
 ])
 def test_bad_drill_input_is_one_line_exit_2(cli, tmp_path, args, message):
     proc = cli("drill", *RUN, "--out", str(tmp_path), *args, timeout=120)
@@ -316,8 +319,7 @@ def cluster(tmp_path_factory):
 
 def _cluster_drill(cli, cluster, out: Path, *args: str) -> tuple[Path, dict]:
     name, env = cluster
-    run = [a if a != "2" or RUN[i - 1] != "--nproc" else "1" for i, a in enumerate(RUN)]  # 2 nodes x 1 rank
-    proc = cli("drill", *run, "--out", str(out), "--nodes", "2", "--cluster", name, "--at-step", "7",
+    proc = cli("drill", *ONE_RANK, "--out", str(out), "--nodes", "2", "--cluster", name, "--at-step", "7",
                "--ckpt-every", "4", "--parallel", "ddp", *args, timeout=300, env=env)
     run_dir = _run_dir(proc, out)
     summary = read_json(run_dir / "summary.json")
@@ -346,3 +348,42 @@ def test_partition_is_detected_by_the_timeout_and_recovered_after_the_link_heals
     # Nobody restarts before the link is back: the new group's rendezvous needs it.
     assert r["detection_s"] + r["restart_s"] + r["rendezvous_s"] >= cut * 0.9, r
     _assert_bitwise_equal(_state(run_dir, STEPS, tmp_path), _state(reference("ddp"), STEPS, tmp_path))
+
+
+@pytest.mark.slow
+def test_lose_node_goes_on_with_the_surviving_node_from_the_checkpoint(cli, tmp_path, cluster):
+    """Node 1's agent and rank are SIGKILLed at step 7: the elastic rendezvous (--nnodes 1:2) goes on
+    with node 0 alone, which restores the step-4 checkpoint of the 2-rank world at world size 1 and
+    trains on after the samples that world consumed. From step 4 on it computes exactly what a 1-rank
+    run resumed from that checkpoint computes (--resume-from), bit for bit: the same batches, so no
+    sample was skipped or seen twice."""
+    run_dir, summary = _cluster_drill(cli, cluster, tmp_path / "drill", "--fault", "lose-node", "--node", "1",
+                                      "--set", "checkpoint.keep=10")
+    r = _check_recovered(summary, "lose-node", 7, 4)
+    assert summary["drill"]["world_sizes"] == [2, 1]
+    (lost,) = summary["launch"]["lost_nodes"]
+    assert lost["agent_exit_code"] == -9 and lost["node"].endswith("node2")  # node rank 1 is the cluster's node2
+    assert r["restart_s"] > 0  # the agent's restart includes the rendezvous waiting for the lost node
+    restore = [e for e in read_events(run_dir / "events.log") if e["key"] == "ts_checkpoint_restore"
+               and e["event_type"] == "INTERVAL_END" and e["value"] == 4]
+    assert restore and restore[0]["metadata"]["saved_world_size"] == 2
+    assert not (run_dir / "samples" / "rank00001.csv").exists()  # the lost rank left only its partial file
+
+    # The drill's ranks had a core each (two nodes on this machine): the same threads, the same float sums.
+    proc = cli("run", *ONE_RANK, "--parallel", "ddp", "--set", "threads_per_rank=1", "--set", "checkpoint.every_steps=4",
+               "--set", f"checkpoint.resume_from={run_dir / 'checkpoints' / step_dir_name(4)}",
+               "--out", str(tmp_path / "ref"), timeout=300)
+    reference = _run_dir(proc, tmp_path / "ref")
+    _assert_bitwise_equal(_state(run_dir, STEPS, tmp_path), _state(reference, STEPS, tmp_path))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--node", "0"], "fault.node must be 1..1 (node 0's agent hosts the rendezvous"),
+    (["--node", "1", "--parallel", "zero1"], "parallel 'zero1' (DeepSpeed's own checkpoints) cannot"),
+])
+def test_bad_lose_node_input_is_one_line_exit_2(cli, tmp_path, cluster, args, message):
+    name, env = cluster
+    proc = cli("drill", *ONE_RANK, "--nodes", "2", "--cluster", name, "--fault", "lose-node", *args,
+               "--out", str(tmp_path), timeout=120, env=env)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not any(tmp_path.iterdir())

@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from trainscale.scaling.results import schema
 from trainscale.workloads.data import ShardedLoader
-from trainscale.faults.checkpoint_store import Checkpointer, SaveRecord, checkpoint_to_resume, load_any_world
+from trainscale.scaling.results.files import read_json
+from trainscale.faults.checkpoint_store import MARKER, Checkpointer, SaveRecord, checkpoint_to_resume, load_any_world
 
 from trainscale.scaling.runtime.events import EventLog
 from trainscale.scaling.runtime.recorder import SampleRecorder
@@ -60,7 +61,14 @@ def restore_or_resume(spec: RunSpec, strategy, run_dir: Path, events: EventLog
     saver = RunCheckpoints(spec, strategy, run_dir, events) if spec.checkpoint.enabled else None
     start_step = saver.restore() if saver else 0
     resumed = None
-    if start_step == 0 and spec.checkpoint.resume_from:
+    if saver and saver.restored["saved_world_size"] not in (None, dist.get_world_size()):
+        # The job went on with fewer nodes (an elastic rendezvous after a node was lost): DCP resharded
+        # the state into this world; the data goes on after the samples the larger world consumed.
+        loader = saver.restored["loader"]
+        resumed = {"step": start_step, "epoch": int(loader["epoch"]), "consumed": int(loader["consumed"]),
+                   "saved_world_size": saver.restored["saved_world_size"], "world_size": dist.get_world_size(),
+                   "resharded": True, "path": saver.restored["path"], "loader": loader}
+    elif start_step == 0 and spec.checkpoint.resume_from:
         resumed = resume_from(spec, strategy, events)
         start_step = resumed["step"]
     return saver, start_step, resumed
@@ -103,8 +111,10 @@ class RunCheckpoints:
         result = self.ckpt.restore()
         for s in result.skipped:
             self.events.event(EVENT_FALLBACK, s["step"], metadata={"path": s["path"], "reason": s["reason"]})
+        saved_world = read_json(result.path / MARKER).get("world_size") if result.path else None
         self.restored = {"step": result.step, "path": str(result.path) if result.path else None,
-                         "restore_s": result.restore_s, "skipped": result.skipped, "loader": result.loader}
+                         "restore_s": result.restore_s, "skipped": result.skipped, "loader": result.loader,
+                         "saved_world_size": saved_world}
         self.events.end(EVENT_RESTORE, result.step, metadata={k: v for k, v in self.restored.items()})
         self._last_save = time.monotonic()
         return result.step

@@ -116,6 +116,10 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
     ctx = init_from_env(spec.backend, timeout_s=spec.fault.detect_timeout_s or min(spec.timeout_s, 1800.0))
     pg_ready = time.monotonic()
     group = torchft_loop.replica_group()
+    if group is None and ctx.world_size < spec.world_size and ctx.world_size % spec.nproc == 0:
+        # An elastic rendezvous went on without a lost node (fault.kind lose-node): this attempt's run is
+        # that many nodes, each rank with its batch, so the global batch is smaller from here on.
+        spec = dataclasses.replace(spec, nodes=ctx.world_size // spec.nproc)
     if group is not None:  # a torchft replica group: a world of its own; its place among the groups is its rank
         ctx = dataclasses.replace(ctx, rank=group[0], world_size=group[1])
         events = EventLog(torchft_loop.group_events_path(run_dir, group[0]))
@@ -124,7 +128,7 @@ def run_rank(run_dir: Path, t_main: float, startup_s: float | None) -> None:
     # Where this attempt's time went before the log opened (the recovery timeline's restart and rendezvous).
     events.event(EVENT_ATTEMPT, restart_count(), metadata={
         "process_start_mono_s": t_main - startup_s if startup_s is not None else None,
-        "main_mono_s": t_main, "pg_ready_mono_s": pg_ready,
+        "main_mono_s": t_main, "pg_ready_mono_s": pg_ready, "world_size": ctx.world_size,
         "slurm_restart_count": int(os.environ["SLURM_RESTART_COUNT"]) if "SLURM_RESTART_COUNT" in os.environ else None})
     events.start(mlc.INIT_START)
     try:
