@@ -174,17 +174,17 @@ def load_any_world(path: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     reshards: FSDP's DTensor shards are re-cut for this mesh, DDP's replicated tensors load whole on
     every rank). Every rank reads rank 0's per-rank file for the data position; its own RNG state is
     restored only at the same world size (a different one cannot continue the same random streams).
-    An engine's own checkpoint (``native``) loads at its own world size only. Returns what was done,
-    for the run's record."""
+    An engine's own checkpoint (``native``) at another world size goes through the engine's own
+    resharding (DeepSpeed's universal checkpoint). Returns what was done, for the run's record."""
     marker = read_json(path / MARKER)
     saved_world, world, rank = marker.get("world_size"), dist.get_world_size(), dist.get_rank()
     t0 = time.monotonic()
     payload = torch.load(path / rank_state_name(0), weights_only=False)
     if native is not None:
-        if saved_world != world:
-            raise ValueError(f"{path}: written at world size {saved_world} by the strategy's own engine "
-                             f"(DeepSpeed), which loads it at that world size only, not at {world}")
-        native.load_state(path)
+        if saved_world == world:
+            native.load_state(path)
+        else:
+            native.load_state_resharded(path)
     else:
         model_sd, optim_sd = get_state_dict(model, optimizer, options=STATE_DICT_OPTIONS)
         state = {"model": model_sd, "optim": optim_sd}
@@ -277,6 +277,10 @@ class NativeState(Protocol):
     def save_state(self, folder: Path) -> None: ...
 
     def load_state(self, folder: Path) -> None: ...
+
+    def load_state_resharded(self, folder: Path) -> None:
+        """Load state written at another world size (every rank calls it)."""
+        ...
 
 
 class Checkpointer:

@@ -1,6 +1,6 @@
 """Restoring a checkpoint at a different world size: `trainscale run --resume-from` loads an FSDP
-checkpoint written by 2 ranks into 1 and into 4 (DCP reshards), and the data goes on after the samples
-the saving run consumed. With the global batch kept (8 sequences: 2 x 4, 1 x 8, 4 x 2) every global
+checkpoint written by 2 ranks into 1 and into 4 (DCP reshards), a ZeRO-3 one into 1 (DeepSpeed's
+universal checkpoint), and the data goes on after the samples the saving run consumed. With the global batch kept (8 sequences: 2 x 4, 1 x 8, 4 x 2) every global
 step sees the same samples at every world size, so the resumed run must train as a run that was at the
 new world size from the start: the same losses and the same final state, up to the float rounding of
 reductions over a different number of ranks (TOLERANCE, STATE_TOLERANCE)."""
@@ -79,6 +79,26 @@ def test_an_fsdp_checkpoint_of_2_ranks_resumes_at_another_world_size(saved, cli,
     assert a.keys() == b.keys() and any(k.startswith("model.") for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], **STATE_TOLERANCE, msg=k)
+
+
+def test_a_zero3_checkpoint_of_2_ranks_resumes_at_1_through_deepspeeds_universal_checkpoint(cli, tmp_path):
+    """ZeRO-3 partitions parameters and optimizer state over the ranks: at another world size DeepSpeed's
+    own files are converted into its universal checkpoint and loaded with load_universal. The resumed
+    run goes on with the losses the 2-rank run had after the save (the same global batch)."""
+    zero = [a if a != "fsdp" else "zero3" for a in GPT]
+    env = {"TORCH_EXTENSIONS_DIR": str(Path(__file__).resolve().parents[1] / ".cache" / "torch_extensions")}
+    p = cli("run", *zero, "--nproc", "2", "--batch-size", "4", "--set", f"checkpoint.every_steps={SAVED_AT}",
+            "--set", "checkpoint.keep=5", "--out", str(tmp_path / "saved"), env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    saved = next((tmp_path / "saved").iterdir())
+    p = cli("run", *zero, "--nproc", "1", "--batch-size", "8", "--resume-from",
+            str(saved / "checkpoints" / f"step{SAVED_AT:08d}"), "--out", str(tmp_path / "resumed"), env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    resumed = next((tmp_path / "resumed").iterdir())
+    facts = read_rank_infos(resumed)[0]["resumed"]
+    assert facts["resharded"] and facts["saved_world_size"] == 2 and facts["world_size"] == 1
+    assert not list((saved / "checkpoints").glob(".universal-*"))  # the converted copy is removed
+    np.testing.assert_allclose(global_losses(resumed), global_losses(saved)[SAVED_AT:], **TOLERANCE)
 
 
 def test_the_resumed_state_is_the_saved_one(saved, tmp_path):

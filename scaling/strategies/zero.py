@@ -10,6 +10,9 @@ first run on a machine pays for it.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -51,7 +54,8 @@ class ZeROStrategy(Strategy):
     built_on = "deepspeed.initialize"
     requires = ("deepspeed", "DeepSpeed")
     # DeepSpeed's own checkpoints (each rank its optimizer partition, ZeRO-3 its parameter shards),
-    # inside trainscale's folder, marker and atomic rename; loaded at the same world size only.
+    # inside trainscale's folder, marker and atomic rename; at another world size through DeepSpeed's
+    # universal checkpoint.
     checkpoints = native_checkpoints = True
 
     def setup(self, model: nn.Module, loss_fn: Callable[..., Any], spec: RunSpec, ctx: DistContext) -> None:
@@ -77,6 +81,35 @@ class ZeROStrategy(Strategy):
 
     def save_state(self, folder: Path) -> None:
         self.engine.save_checkpoint(str(folder), tag=STATE_TAG, save_latest=False)
+
+    def load_state_resharded(self, folder: Path) -> None:
+        """A checkpoint of another world size: rank 0 converts DeepSpeed's files into a universal
+        checkpoint (deepspeed.checkpoint.ds_to_universal: every parameter's fp32 value and optimizer
+        state whole) beside the checkpoint, which must be writable and seen by every rank; every rank
+        loads it with DeepSpeed's load_universal on, cutting its own partition; the copy is removed."""
+        import torch.distributed as dist
+
+        scratch = folder.parent / f".universal-{folder.name}"
+        status = [None]
+        if dist.get_rank() == 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+            proc = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
+                                   "--input_folder", str(folder / STATE_TAG), "--output_folder", str(scratch / STATE_TAG),
+                                   "--inject_missing_state", "--num_extract_workers", "1", "--num_merge_workers", "1"],
+                                  capture_output=True, text=True, timeout=3600)
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            status[0] = None if proc.returncode == 0 else (lines[-1] if lines else f"exit code {proc.returncode}")
+        dist.broadcast_object_list(status, src=0)
+        if status[0] is not None:
+            raise RuntimeError(f"DeepSpeed could not convert {folder} to a universal checkpoint: {status[0]}")
+        self.engine._config.load_universal_checkpoint = True  # the engine reads it at load time
+        try:
+            self.load_state(scratch)
+        finally:
+            self.engine._config.load_universal_checkpoint = False
+            dist.barrier()
+            if dist.get_rank() == 0:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def load_state(self, folder: Path) -> None:
         path, _client = self.engine.load_checkpoint(str(folder), tag=STATE_TAG, load_optimizer_states=True,
