@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainscale.analysis.drills import DrillError, checked_number, failure_inputs, find_drills, load_drill
+from trainscale.analysis.drills import Drill, DrillError, checked_number, failure_inputs, find_drills, load_drill
 from trainscale.analysis.reliability import DALY, expected_goodput
 from trainscale.scaling.results import schema
 from trainscale.scaling.results.files import read_json
@@ -37,7 +37,6 @@ from trainscale.scaling.results.files import read_json
 LLAMA3_INTERRUPTIONS, LLAMA3_DAYS, LLAMA3_GPUS = 419, 54, 16_384
 LLAMA3_GPU_FAILURES_PER_DAY = LLAMA3_INTERRUPTIONS / LLAMA3_DAYS / LLAMA3_GPUS  # 4.74e-4 per GPU-day
 TORCHFT = "torchft"
-LAUNCHER_ENGINES = {"local": "torchrun", "torchrun": "torchrun", "ray": "ray", "slurm": "slurm", TORCHFT: TORCHFT}
 
 
 @dataclass(frozen=True)
@@ -81,15 +80,15 @@ class EngineRow:
 
 
 def engine_of(summary: dict) -> str:
-    """The recovery engine a drill ran under: torchft when it has a torchft record, else from its
-    launcher, else the engine label's first word."""
+    """The recovery engine a drill ran under: torchft when it has a torchft record, else the record's
+    engine_name, else (records made before it) the engine label's first word: "torchrun elastic
+    agent", "Ray Train ...", "Slurm requeue ..."."""
     if "torchft" in summary:
         return TORCHFT
     drill = summary.get("drill") or {}
-    launcher = drill.get("launcher")
-    if launcher in LAUNCHER_ENGINES:
-        return LAUNCHER_ENGINES[launcher]
-    return str(drill.get("engine") or "unknown").split()[0]
+    if drill.get("engine_name"):
+        return str(drill["engine_name"])
+    return (str(drill.get("engine") or "unknown").split() or ["unknown"])[0].lower()
 
 
 def torchft_costs(drills: list[tuple[Path, dict]]) -> EngineCosts:
@@ -116,9 +115,10 @@ def torchft_costs(drills: list[tuple[Path, dict]]) -> EngineCosts:
     return EngineCosts(TORCHFT, names, len(stalls), stall_s=float(np.mean(stalls)), rejoin_s=float(np.mean(rejoins)))
 
 
-def engine_costs(folder: Path) -> list[EngineCosts]:
+def engine_costs(folder: Path) -> tuple[list[EngineCosts], list[Drill]]:
     """Every engine's costs from the drills under folder (an engines head-to-head campaign, or drills
-    of several engines side by side), in the order the engines first appear."""
+    of several engines side by side), in the order the engines first appear; and the restart engines'
+    drills, loaded once, which the plan's main failure model pools."""
     by_engine: dict[str, list[tuple[Path, dict]]] = {}
     for path in find_drills(Path(folder)):
         try:
@@ -126,7 +126,7 @@ def engine_costs(folder: Path) -> list[EngineCosts]:
         except (OSError, ValueError) as e:
             raise DrillError(f"{path / schema.SUMMARY}: unreadable ({e})") from None
         by_engine.setdefault(engine_of(summary), []).append((path, summary))
-    out = []
+    out, restart = [], []
     for engine, drills in by_engine.items():
         if engine == TORCHFT:
             out.append(torchft_costs(drills))
@@ -135,7 +135,8 @@ def engine_costs(folder: Path) -> list[EngineCosts]:
         f = failure_inputs(loaded)
         out.append(EngineCosts(engine, [d.name for d in loaded], sum(len(d.recovery) for d in loaded),
                                restart_s=f.restart_s, save_s=f.save_s))
-    return out
+        restart += loaded
+    return out, restart
 
 
 def job_mtbf_s(nodes: int, gpus_per_node: int, gpu_failures_per_day: float,

@@ -65,7 +65,7 @@ def drill_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
     f = spec.fault
     if f.trace:
         return trace_summary(run_dir, spec, engine_label, mtbf_s, events, faults)
-    drill = {"fault": f.kind, "engine": engine_label, "launcher": spec.launcher,
+    drill = {"fault": f.kind, "engine": engine_label, "engine_name": engine_name(spec), "launcher": spec.launcher,
              "max_restarts": spec.launch.max_restarts, "rank": f.rank,
              "node": f.node if FAULT_KINDS.get(f.kind).targets_node else None, "nodes": spec.nodes,
              "at_step": f.at_step if f.at_time_s < 0 else None, "at_time_s": f.at_time_s if f.at_time_s >= 0 else None,
@@ -93,7 +93,8 @@ def trace_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
     by_index: dict[int, dict] = {}
     for e in fired:
         by_index.setdefault(int(e["metadata"]["trace_index"]), e)
-    drill = {"fault": "trace", "engine": engine_label, "launcher": spec.launcher, "nodes": spec.nodes,
+    drill = {"fault": "trace", "engine": engine_label, "engine_name": engine_name(spec), "launcher": spec.launcher,
+             "nodes": spec.nodes,
              "max_restarts": spec.launch.max_restarts, "detect_timeout_s": spec.fault.detect_timeout_s or None,
              "trace": {**trace.to_dict(), "file": TRACE_FILE},
              "faults": [{**tf.to_dict(), "fired": i in by_index,
@@ -106,6 +107,12 @@ def trace_summary(run_dir: Path, spec: RunSpec, engine_label: str, mtbf_s: float
         if "recovered" in r:
             r["cut_short"] = not r["recovered"]
     return out
+
+
+def engine_name(spec: RunSpec) -> str:
+    """The recovery engine's short name (the launcher's `engine`: torchrun, ray, torchft), which the
+    plan's per-engine goodput groups drills by; a Slurm requeue drill's record says slurm itself."""
+    return LAUNCHERS.get(spec.launcher).engine or spec.launcher
 
 
 def restarts(spec: RunSpec, events: list[dict]) -> int:

@@ -64,6 +64,11 @@ class FaultKind:
         elif not 0 <= f.at_step < spec.steps:
             raise ValueError(f"fault.at_step must be a step of the run (0..{spec.steps - 1}), got {f.at_step}")
 
+    def engine_refusal(self, spec: RunSpec, engine: str) -> str | None:
+        """Why `engine`, though in this kind's engines row, cannot recover it in this run's shape
+        (None: it can)."""
+        return None
+
     def ready(self, injector: FaultInjector) -> bool:
         """Whether the fault can fire now that it is due (else it fires at the first step it can)."""
         return True
@@ -112,6 +117,12 @@ class KillNode(FaultKind):
         super().validate(spec)
         if not 0 <= spec.fault.node < spec.nodes:
             raise ValueError(f"fault.node must be a node of the run (0..{spec.nodes - 1}), got {spec.fault.node}")
+
+    def engine_refusal(self, spec, engine):
+        if engine == TORCHFT and spec.nodes == 1:
+            return ("--launcher torchft on this machine has every replica group on node 0: a kill-node fault "
+                    "would leave no live group to heal from (run it on an emulated cluster, --nodes 2 or more)")
+        return None
 
     def fire(self, injector, step):
         _signal_self(signal.SIGKILL)

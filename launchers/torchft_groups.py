@@ -81,10 +81,6 @@ class TorchftLauncher(Launcher):
                 raise SpecError(f"--launcher torchft on an emulated cluster runs one replica group per node: "
                                 f"--nproc 1, got --nproc {spec.nproc}")
             emulated.validate(spec)
-        elif _kills_a_node(spec):
-            raise SpecError("--launcher torchft on this machine has every replica group on node 0: a kill-node "
-                            "fault would leave no live group to heal from (run it on an emulated cluster, "
-                            "--nodes 2 or more)")
         if spec.parallel != "ddp":
             raise SpecError(f"--launcher torchft trains with torchft's fault-tolerant DDP: --parallel ddp, "
                             f"got {spec.parallel!r}")
@@ -172,16 +168,6 @@ class TorchftLauncher(Launcher):
                torchft_loop.LIGHTHOUSE_ENV: lighthouse, torchft_loop.GROUP_ENV: str(group),
                torchft_loop.GROUPS_ENV: str(groups), torchft_loop.ADDRESS_ENV: site.address}
         return Agent(cmd, env, failures, log_name=f"group-{group}.log", node=site.name)
-
-
-def _kills_a_node(spec: RunSpec) -> bool:
-    if spec.fault.kind == "kill-node":
-        return True
-    if spec.fault.trace:
-        from trainscale.faults.trace import read
-
-        return any(f.kind == "kill-node" for f in read(Path(spec.fault.trace)).faults)
-    return False
 
 
 def _stop(process: subprocess.Popen) -> None:

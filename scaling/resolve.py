@@ -56,6 +56,9 @@ def validate(spec: RunSpec) -> None:
         spec.check()
         if fault is not None:
             fault.validate(spec)
+            refusal = fault.engine_refusal(spec, launcher.engine)
+            if refusal:
+                raise SpecError(refusal)
         if spec.fault.trace:
             check_trace(spec, launcher.engine)
         check_capabilities(spec, strategy)
@@ -78,6 +81,9 @@ def check_trace(spec: RunSpec, engine: str) -> None:
     trace.fits(spec.world_size, spec.nodes)
     for f in trace.faults:
         kind = FAULT_KINDS.get(f.kind)
+        refusal = kind.engine_refusal(spec, engine)
+        if refusal:
+            raise SpecError(f"fault trace {spec.fault.trace}: {refusal}")
         if kind.shrinks_world:
             raise SpecError(f"fault trace {spec.fault.trace}: a {f.kind} fault changes the job's world for good; "
                             f"give it alone (--fault {f.kind}), not in a trace")

@@ -102,7 +102,7 @@ def test_engine_goodput_per_size_names_the_better_engine(tmp_path: Path, sweep: 
     from trainscale.analysis.engine_goodput import LLAMA3_GPU_FAILURES_PER_DAY, engine_costs
     from trainscale.analysis.reliability import expected_goodput
 
-    costs = {c.engine: c for c in engine_costs(_engine_campaign(tmp_path / "campaign"))}
+    costs = {c.engine: c for c in engine_costs(_engine_campaign(tmp_path / "campaign"))[0]}
     assert costs["torchrun"].restart_s == pytest.approx(10.0) and costs["torchrun"].save_s == pytest.approx(1.0)
     assert costs["torchft"].stall_s == pytest.approx(30.0) and costs["torchft"].rejoin_s == pytest.approx(60.0)
     assert costs["torchft"].faults == 2  # the fault with no healthy group training is left out

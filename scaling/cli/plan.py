@@ -148,13 +148,15 @@ def load_inputs(args: argparse.Namespace, nodes: list[int]):
             raise UsageError(f"--link-bandwidth must look like 100mbit or 25gbit, got {args.link!r}") from None
     failures, engines = None, []
     if args.drills:
-        from trainscale.analysis.engine_goodput import TORCHFT, engine_costs
+        from trainscale.analysis.engine_goodput import engine_costs
 
         try:
-            engines = engine_costs(Path(args.drills))
+            engines, restart_drills = engine_costs(Path(args.drills))
             # The main table's failure model is the restart engines' (torchft has no checkpoint cadence).
-            if args.mtbf is not None or any(c.engine != TORCHFT for c in engines):
-                failures = failure_inputs(load_drills(Path(args.drills)))
+            if restart_drills:
+                failures = failure_inputs(restart_drills)
+            elif args.mtbf is not None or not engines:
+                load_drills(Path(args.drills))  # raises the DrillError that says why there is none
         except DrillError as e:
             raise UsageError(f"--drills: {e}") from None
     elif args.restart_s is not None:
