@@ -70,10 +70,23 @@ def check_tta_run(run_dir: Path, reached: bool) -> dict:
     return summary
 
 
-def test_digits_reaches_its_target_on_1_2_and_4_processes(cli, tmp_path: Path):
-    proc = cli("sweep", "--workload", "digits", "--nproc", "1,2,4", "--out", str(tmp_path), timeout=600)
+CHECKPOINTS = ["--set", "checkpoint.every_steps=20", "--set", "checkpoint.keep=10"]
+
+
+@pytest.fixture(scope="module")
+def digits_sweep(tmp_path_factory) -> Path:
+    """digits to its target on 1, 2 and 4 processes, a checkpoint every 20 steps (kept: the 2-process
+    run is the uninterrupted reference of the checkpoint test below)."""
+    from .conftest import run_cli
+
+    proc = run_cli("sweep", "--workload", "digits", "--nproc", "1,2,4", *CHECKPOINTS,
+                   "--out", str(tmp_path_factory.mktemp("digits")), timeout=600)
     assert proc.returncode == 0, proc.stderr
-    sweep = Path(proc.stdout.strip().splitlines()[-1])
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def test_digits_reaches_its_target_on_1_2_and_4_processes(cli, digits_sweep: Path):
+    sweep = digits_sweep
     index = read_json(sweep / schema.SWEEP_INDEX)
     assert [r["world_size"] for r in index["runs"]] == [1, 2, 4]
     for entry in index["runs"]:
@@ -109,14 +122,14 @@ def _run_dir(proc) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def test_tta_checkpoints_restart_the_run_and_resume_it_at_another_world_size(cli, tmp_path: Path):
-    """A: digits on 2 processes, uninterrupted, a checkpoint every 20 steps. The same run with rank 1
+def test_tta_checkpoints_restart_the_run_and_resume_it_at_another_world_size(cli, tmp_path: Path, digits_sweep: Path):
+    """A: digits on 2 processes, uninterrupted, a checkpoint every 20 steps (the sweep's). The same run with rank 1
     killed at step 60 restarts from its step-60 checkpoint and makes exactly A's evaluations; its TTA
     counts from the first attempt's run_start. B resumes A's step-60 checkpoint on 1 process (the
     same global batch): the same evaluation steps, accuracies within 1% (another reduction order),
     and A's clock at the save carried into B's TTA."""
-    ckpt = ["--set", "checkpoint.every_steps=20", "--set", "checkpoint.keep=10"]
-    a = _run_dir(cli("run", "--workload", "digits", "--nproc", "2", *ckpt, "--out", str(tmp_path / "a")))
+    entry = next(r for r in read_json(digits_sweep / schema.SWEEP_INDEX)["runs"] if r["world_size"] == 2)
+    a = digits_sweep / entry["path"]
     a_summary = check_tta_run(a, reached=True)
     assert a_summary["tta"]["attempts"] == 1 and a_summary["tta"]["carried_s"] == 0
     reference = _evals(a)
