@@ -4,7 +4,8 @@ same bytes in the same folder.
 
     python benchmarks/checkpoint_io.py [--sizes-mb 100,300,1000] [--repeats 3] [--threads 0] [--dir DIR]
 
-Per size, medians of --repeats (alternated: disk write, sync save, async save, disk read, restore):
+Per size, medians of --repeats (in turn: sync save, disk write, disk read, async save, restore; the
+page cache's dirty pages are flushed before each write, so none pays for the one before):
   disk write   random 4 MiB blocks as one file per write thread of the save, written at once and
                fsynced (the reference for saves: the same shape of I/O)
   sync save    Checkpointer.save, synchronous: until the checkpoint is complete (marker, rename)
@@ -136,15 +137,18 @@ def main() -> None:
                     continue
                 sync_root = base / f"sync{r}"
                 sync = Checkpointer(sync_root, model, opt, write_threads=a.threads)
+                os.sync()  # each write starts with no dirty pages of the one before it still being flushed
                 record = sync.save(1)
                 size = record.bytes
                 runs["sync"].append(record.total_s)
                 phases.append(record.phases)
                 probes = base / "disk"
                 probes.mkdir()
+                os.sync()
                 runs["write"].append(disk_write(probes, size, sync.write_threads))
                 runs["read"].append(disk_read(probes, sync.write_threads))
                 shutil.rmtree(probes)
+                os.sync()
                 rec = asyncer.save(r)
                 busy = steps_while(lambda: asyncer.in_flight, asyncer.poll)
                 asyncer.wait()

@@ -149,6 +149,7 @@ def test_async_save_holds_the_state_at_the_save_while_training_goes_on(group, tm
     tensors = [*model.state_dict().values(), *(t for st in opt.state.values() for t in st.values()
                                                 if isinstance(t, torch.Tensor))]
     assert ckpt.saves[-1].staging_bytes == ckpt.saves[0].staging_bytes == sum(t.nbytes for t in tensors)
+    assert torch.serialization.get_crc32_options()  # the writes' CRC32 switch-off did not outlive them
     model3, opt3, sched3 = make(2)
     assert Checkpointer(tmp_path / "ck", model3, opt3, sched3).restore().step == 5
     assert_same(snapshot(model3, opt3, sched3), want)
