@@ -7,7 +7,8 @@ figure of its own and the second ratio compares the same gradient path.
     python benchmarks/harness_overhead.py [--nproc 2] [--rounds 5] [--steps 40] [--warmup 10]
 
 Prints each round and the ratios of medians: trainscale / plain (target >= 0.97 at 2 processes),
-trainscale without the hook / plain, and with the hook / without it.
+trainscale without the hook / plain, and with the hook / without it; then each ratio's geometric mean
+over the rounds with its 95% Student-t interval, which says how much of a gap the noise allows.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
+from scipy import stats
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,6 +68,14 @@ def main() -> None:
     mo, mb, mp = statistics.median(ours), statistics.median(bare), statistics.median(plain)
     print(f"median img/s: trainscale {mo:.1f}, without hook {mb:.1f}, plain {mp:.1f}; "
           f"trainscale/plain = {mo / mp:.3f}, without hook/plain = {mb / mp:.3f}, hook cost: with/without = {mo / mb:.3f}")
+    # How far the per-round ratios let the figure be trusted: the 95% interval of their geometric mean.
+    for name, a_, b_ in (("trainscale/plain", ours, plain), ("without hook/plain", bare, plain),
+                         ("with/without hook", ours, bare)):
+        logs = np.log(np.array(a_) / np.array(b_))
+        if len(logs) > 1:
+            half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+            print(f"  {name}: geometric mean {np.exp(logs.mean()):.3f}, "
+                  f"95% CI {np.exp(logs.mean() - half):.3f}-{np.exp(logs.mean() + half):.3f} over {len(logs)} rounds")
 
 
 if __name__ == "__main__":

@@ -222,6 +222,7 @@ def _attempt_record(attempt: Path) -> dict:
 
 def engine_facts(max_requeues: int, attempts: list[Path]) -> dict:
     """What the drill record says of this engine (replacing the torchrun agent's keys)."""
-    return {"engine": ENGINE, "engine_name": "slurm", "launcher": "slurm", "max_restarts": max_requeues, "restarts": len(attempts) - 1,
+    return {"engine": ENGINE, "engine_name": "slurm", "launcher": "slurm", "max_restarts": max_requeues,
+            "restarts": len(attempts) - 1,
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "clock": "time.monotonic across attempts: every attempt ran on this one machine"}

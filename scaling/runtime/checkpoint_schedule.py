@@ -56,8 +56,9 @@ def resume_from(spec: RunSpec, strategy, events: EventLog) -> dict:
 def restore_or_resume(spec: RunSpec, strategy, run_dir: Path, events: EventLog
                       ) -> tuple["RunCheckpoints | None", int, dict | None]:
     """Before training: the run's checkpointer (None without checkpoint settings), the step to start at
-    and, for a run started from checkpoint.resume_from, what resume_from() said. The run's own
-    checkpoints (a restart) come first."""
+    and, for a run started from checkpoint.resume_from, what resume_from() said; also (own_checkpoint)
+    for the run's own checkpoint written at another world size. The run's own checkpoints (a restart)
+    come first."""
     saver = RunCheckpoints(spec, strategy, run_dir, events) if spec.checkpoint.enabled else None
     start_step = saver.restore() if saver else 0
     resumed = None
@@ -65,9 +66,12 @@ def restore_or_resume(spec: RunSpec, strategy, run_dir: Path, events: EventLog
         # The job went on with fewer nodes (an elastic rendezvous after a node was lost): DCP resharded
         # the state into this world; the data goes on after the samples the larger world consumed.
         loader = saver.restored["loader"]
+        if "consumed" not in loader:
+            raise ValueError(f"{saver.restored['path']}: its data position has no sample count (an older "
+                             "checkpoint): it cannot go on at another world size")
         resumed = {"step": start_step, "epoch": int(loader["epoch"]), "consumed": int(loader["consumed"]),
                    "saved_world_size": saver.restored["saved_world_size"], "world_size": dist.get_world_size(),
-                   "resharded": True, "path": saver.restored["path"], "loader": loader}
+                   "resharded": True, "path": saver.restored["path"], "loader": loader, "own_checkpoint": True}
     elif start_step == 0 and spec.checkpoint.resume_from:
         resumed = resume_from(spec, strategy, events)
         start_step = resumed["step"]

@@ -63,8 +63,10 @@ def train_to_accuracy(spec: RunSpec, ctx: DistContext, run_dir: Path, events: Ev
     events.event(schema.EVENT_MAX_EPOCHS, spec.eval.max_epochs)
 
     run_start = events.start(mlc.RUN_START, metadata={"first_step": start_step})
-    carried_s = float(resumed["loader"].get("tta_clock_s", 0.0)) if resumed else 0.0
-    if resumed:
+    # Another run's clock is carried; the run's own (a restart at a smaller world) is the log's first run_start.
+    carried = resumed is not None and not resumed.get("own_checkpoint")
+    carried_s = float(resumed["loader"].get("tta_clock_s", 0.0)) if carried else 0.0
+    if carried:
         events.event(schema.EVENT_TTA_CARRIED, carried_s, metadata={"path": resumed["path"], "step": start_step})
     session.telemetry.mark(schema.MARK_RUN_START)
     step_fn = TimedStep(session, spec, ctx, run_start, run_dir, saver.root if saver else None)
