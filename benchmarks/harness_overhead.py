@@ -1,5 +1,6 @@
 """trainscale's harness overhead: the same DDP workload through `trainscale run` and through a
-minimal hand-written torch DDP loop (plain_ddp.py), alternated in one run, same threads per rank.
+minimal hand-written torch DDP loop (plain_ddp.py), alternated in one run (each round starting with the
+next arm), same threads per rank.
 trainscale runs twice a round: as users run it (its comm hook times every gradient bucket) and with
 comm.measure=false (DDP's built-in all-reduce, as the plain loop has), so the hook's own cost is a
 figure of its own and the second ratio compares the same gradient path.
@@ -51,18 +52,25 @@ def main() -> None:
         ours, bare, plain = [], [], []
         print(f"ResNet-50 width 0.25, 64x64, batch {a.batch_size}/rank, {a.nproc} gloo processes x {threads} "
               f"threads, {a.steps - a.warmup} measured steps")
-        for r in range(a.rounds):
-            for run_spec, values in ((spec, ours), (unhooked, bare)):
-                outcome = execute(run_spec)
-                if not outcome.ok:
-                    sys.exit(f"trainscale run failed: {outcome.summary['reason']}")
-                values.append(outcome.summary["metrics"]["throughput"]["global_samples_per_s"])
+        def run_trainscale(run_spec, values: list[float], r: int) -> None:
+            outcome = execute(run_spec)
+            if not outcome.ok:
+                sys.exit(f"trainscale run failed: {outcome.summary['reason']}")
+            values.append(outcome.summary["metrics"]["throughput"]["global_samples_per_s"])
+
+        def run_plain(_spec, values: list[float], r: int) -> None:
             out = Path(tmp) / f"plain{r}.json"
             subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                             f"--nproc-per-node={a.nproc}", str(HERE / "plain_ddp.py"), "--steps", str(a.steps),
                             "--warmup", str(a.warmup), "--batch-size", str(a.batch_size), "--out", str(out)],
                            check=True, env=env, capture_output=True)
-            plain.append(json.loads(out.read_text())["samples_per_s"])
+            values.append(json.loads(out.read_text())["samples_per_s"])
+
+        arms = [(run_trainscale, spec, ours), (run_trainscale, unhooked, bare), (run_plain, None, plain)]
+        for r in range(a.rounds):
+            # Each round starts with the next arm, so no arm always runs first or right after another.
+            for run, run_spec, values in arms[r % 3:] + arms[:r % 3]:
+                run(run_spec, values, r)
             print(f"round {r}: trainscale {ours[-1]:8.1f}   without hook {bare[-1]:8.1f}   plain DDP {plain[-1]:8.1f} "
                   f"img/s   ratios {ours[-1] / plain[-1]:.3f}, {bare[-1] / plain[-1]:.3f}")
     mo, mb, mp = statistics.median(ours), statistics.median(bare), statistics.median(plain)
