@@ -136,7 +136,8 @@ def checkpoint_figures(run_dir: Path, every_steps: int, async_save: bool) -> dic
     out = {"save_s_mean": mean(blocking) if blocking else None, "save_s_samples": blocking,
            "complete_s_samples": total, "bytes": sizes[-1] if sizes else None,
            "every_steps": every_steps, "async": async_save, "saves": len(blocking)}
-    step_s = [float(r["step_s"]) for rows in rank_attempt_rows(Path(run_dir), 0) for r in rows]
+    rows_by_attempt = rank_attempt_rows(Path(run_dir), 0)
+    step_s = [float(r["step_s"]) for rows in rows_by_attempt for r in rows]
     if blocking and step_s and every_steps:
         # The loop pays one save per every_steps steps: its share of the time per step.
         out["step_overhead_frac"] = out["save_s_mean"] / (every_steps * mean(step_s) + out["save_s_mean"])
@@ -145,7 +146,7 @@ def checkpoint_figures(run_dir: Path, every_steps: int, async_save: bool) -> dic
     staging = [int(e["metadata"]["staging_bytes"]) for e in done if e["metadata"].get("staging_bytes")]
     out["staging_bytes"] = max(staging, default=None)
     if async_save:
-        out.update(steps_under_background_writes(events, rank_attempt_rows(Path(run_dir), 0)))
+        out.update(steps_under_background_writes(events, rows_by_attempt))
     return out
 
 
